@@ -1,0 +1,83 @@
+"""Relative covariance factors: theta <-> lower-triangular templates ``T_i`` (lme4's order).
+
+Term ``i`` with ``p_i`` columns has ``Var(b_i) = sigma^2 T_i T_i'``. theta lists, term by term,
+the column-major lower triangle of ``T_i`` (only its diagonal for an uncorrelated ``||`` term).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class TemplateSpec:
+    """Where each theta entry sits in a ``p x p`` template."""
+
+    p: int
+    rows: tuple[int, ...]
+    cols: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.rows)
+
+    @property
+    def diagonal(self) -> tuple[bool, ...]:
+        return tuple(r == c for r, c in zip(self.rows, self.cols))
+
+
+def template_spec(p: int, uncorrelated: bool) -> TemplateSpec:
+    if uncorrelated:
+        idx = [(k, k) for k in range(p)]
+    else:
+        idx = [(r, c) for c in range(p) for r in range(c, p)]
+    return TemplateSpec(p=p, rows=tuple(r for r, _ in idx), cols=tuple(c for _, c in idx))
+
+
+def theta_start(specs: tuple[TemplateSpec, ...]) -> np.ndarray:
+    """lme4's start: identity templates."""
+    return np.concatenate([np.array(s.diagonal, dtype=np.float64) for s in specs])
+
+
+def templates(theta, specs: tuple[TemplateSpec, ...]) -> list:
+    """``[T_1, ..., T_k]`` from theta (works on jax arrays inside jit)."""
+    out, k = [], 0
+    for s in specs:
+        T = jnp.zeros((s.p, s.p), dtype=theta.dtype)
+        T = T.at[np.array(s.rows), np.array(s.cols)].set(theta[k : k + s.size])
+        out.append(T)
+        k += s.size
+    return out
+
+
+def templates_np(theta: np.ndarray, specs) -> list[np.ndarray]:
+    out, k = [], 0
+    for s in specs:
+        T = np.zeros((s.p, s.p))
+        T[np.array(s.rows), np.array(s.cols)] = theta[k : k + s.size]
+        out.append(T)
+        k += s.size
+    return out
+
+
+def rectify(theta: np.ndarray, specs) -> np.ndarray:
+    """Flip the sign of template columns with a negative diagonal (``T T'`` is unchanged)."""
+    theta = np.array(theta, dtype=np.float64)
+    k = 0
+    for s in specs:
+        block = theta[k : k + s.size]
+        for c in range(s.p):
+            sel = [a for a in range(s.size) if s.cols[a] == c]
+            d = [a for a in sel if s.rows[a] == c][0]
+            if block[d] < 0:
+                block[sel] = -block[sel]
+        theta[k : k + s.size] = block
+        k += s.size
+    return theta
+
+
+def diagonal_mask(specs) -> np.ndarray:
+    return np.concatenate([np.array(s.diagonal) for s in specs])

@@ -1,0 +1,36 @@
+"""jaxlmm's exception and warning classes.
+
+Every error a user can cause is a :class:`JaxlmmError` (a ``ValueError``) naming the
+column, term or argument at fault; every warning is a :class:`JaxlmmWarning` (a
+``UserWarning``). A fit emits at most one consolidated warning.
+"""
+
+from __future__ import annotations
+
+
+class JaxlmmError(ValueError):
+    """Base class of the errors jaxlmm raises for bad input."""
+
+
+class FormulaError(JaxlmmError):
+    """The model formula cannot be parsed or refers to something that does not exist."""
+
+
+class DataError(JaxlmmError):
+    """The data cannot support the model (missing columns, wrong types, too few rows or levels)."""
+
+
+class ArgumentError(JaxlmmError):
+    """An argument such as ``weights`` or ``offset`` is invalid."""
+
+
+class JaxlmmWarning(UserWarning):
+    """Base class of jaxlmm's warnings."""
+
+
+class FitWarning(JaxlmmWarning):
+    """One consolidated warning per fit: convergence trouble and/or a singular fit."""
+
+
+class RankDeficiencyWarning(JaxlmmWarning):
+    """Aliased fixed-effect columns were dropped."""

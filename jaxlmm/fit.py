@@ -1,0 +1,140 @@
+"""Optimise theta and compute everything a fitted model reports (lme4's optimizeLmer + mkMerMod).
+
+``fit_theta``: jitted BFGS on the profiled objective, sign rectification of the templates,
+snapping of boundary values to exactly zero. ``conditional_estimates``: at the optimum, one
+factorization and one back-solve ``L' [u; beta; -1] = -r e_last`` give the fixed effects and
+the spherical random effects ``u`` (``b = Lambda u``); ``sigma^2 = r^2 / nu``;
+``Var(beta) = sigma^2 (L_X L_X')^{-1}``; ``Var(b | y) = sigma^2 Lambda S Lambda'`` with ``S`` the
+level-diagonal blocks of ``(Lambda' Z' W Z Lambda + I)^{-1}`` (selected inverse).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .covariance import diagonal_mask, rectify, templates_np, theta_start
+from .kernels import diagonal_blocks_of_inverse, solve_lower_transpose
+from .objective import ModelArrays, factor, objective
+from .optimize import minimize_bfgs
+
+SINGULAR_TOL = 1e-4  # lme4's isSingular tolerance on the diagonal of the templates
+GTOL = 1e-6
+CONVERGED_GRAD = 1e-2  # max |gradient| below which a stalled search still counts as converged
+
+
+@functools.partial(jax.jit, static_argnames=("gtol", "max_iter"))
+def _bfgs(theta0, M: ModelArrays, gtol: float = GTOL, max_iter: int = 1000):
+    return minimize_bfgs(objective, theta0, M, gtol=gtol, max_iter=max_iter)
+
+
+_objective = jax.jit(objective)
+_value_and_grad = jax.jit(jax.value_and_grad(objective))
+
+
+@dataclasses.dataclass(frozen=True)
+class ThetaFit:
+    theta: np.ndarray
+    objective: float
+    grad: np.ndarray
+    n_iter: int
+    n_evals: int
+    status: int
+    converged: bool
+    message: str
+
+
+_MESSAGES = {
+    0: "gradient tolerance reached",
+    1: "no further decrease possible (rounding level)",
+    2: "iteration limit reached",
+}
+
+
+def fit_theta(M: ModelArrays, theta0: np.ndarray | None = None, max_iter: int = 1000) -> ThetaFit:
+    """Minimise the profiled objective over theta (call under float64)."""
+    x0 = theta_start(M.specs) if theta0 is None else np.asarray(theta0, dtype=np.float64)
+    r = _bfgs(jnp.asarray(x0), M, max_iter=max_iter)
+    theta = rectify(np.asarray(r.x), M.specs)
+    f = float(r.fun)
+    n_evals = int(r.nfev)
+    # snap boundary values (tiny diagonal template entries) to exactly zero when that is no worse
+    diag = diagonal_mask(M.specs)
+    small = diag & (np.abs(theta) < SINGULAR_TOL)
+    if small.any():
+        t2 = theta.copy()
+        t2[small] = 0.0
+        f2 = float(_objective(jnp.asarray(t2), M))
+        n_evals += 1
+        if f2 <= f + 1e-9 * (1.0 + abs(f)):
+            theta, f = t2, min(f, f2)
+    fv, g = _value_and_grad(jnp.asarray(theta), M)
+    g = np.asarray(g)
+    n_evals += 1
+    status = int(r.status)
+    gmax = float(np.max(np.abs(g[~small]))) if (~small).any() else 0.0
+    converged = status == 0 or (status == 1 and gmax <= CONVERGED_GRAD)
+    return ThetaFit(
+        theta=theta, objective=float(fv), grad=g, n_iter=int(r.n_iter), n_evals=n_evals,
+        status=status, converged=converged, message=_MESSAGES.get(status, "unknown"),
+    )
+
+
+@jax.jit
+def _solve_at(theta, M: ModelArrays):
+    f = factor(theta, M)
+    s = M.structure
+    b_bd = [jnp.zeros((s.nlevels[j], s.widths[j]), theta.dtype) for j in range(s.n_bd)]
+    r = f.tail[-1, -1]
+    b_tail = jnp.zeros((s.m,), theta.dtype).at[-1].set(-r)
+    x_bd, x_tail = solve_lower_transpose(s, f, b_bd, b_tail)
+    return f, x_bd, x_tail
+
+
+@dataclasses.dataclass(frozen=True)
+class Conditional:
+    beta: np.ndarray  # (p,)
+    vcov: np.ndarray  # (p, p)
+    sigma: float
+    b: list  # per term (levels, p_i)
+    cond_cov: list  # per term (levels, p_i, p_i)
+    templates: list  # per term (p_i, p_i)
+
+
+def conditional_estimates(theta: np.ndarray, M: ModelArrays) -> Conditional:
+    """Fixed effects, sigma, Var(beta), conditional modes and variances at ``theta``."""
+    f, x_bd, x_tail = _solve_at(jnp.asarray(theta), M)
+    s = M.structure
+    tail = np.asarray(f.tail)
+    x_tail = np.asarray(x_tail)
+    mz, p = M.m_z_tail, M.p
+    k = M.n_terms
+    u = []
+    for i in range(k):
+        if i < s.n_bd:
+            u.append(np.asarray(x_bd[i]))
+        else:
+            o = s.tail_offset(i)
+            u.append(x_tail[o : o + s.nlevels[i] * s.widths[i]].reshape(s.nlevels[i], s.widths[i]))
+    beta = x_tail[mz : mz + p].copy()
+    r2 = tail[-1, -1] ** 2
+    nu = M.n - p if M.reml else M.n
+    sigma2 = r2 / nu
+    if p:
+        LXinv = np.linalg.inv(np.tril(tail[mz : mz + p, mz : mz + p]))
+        vcov = sigma2 * (LXinv.T @ LXinv)
+    else:
+        vcov = np.zeros((0, 0))
+    Ts = templates_np(theta, M.specs)
+    b = [u[i] @ Ts[i].T for i in range(k)]
+    S = diagonal_blocks_of_inverse(
+        s, [np.asarray(d) for d in f.diag], {n: np.asarray(v) for n, v in f.off.items()}, tail,
+        n_keep=k,
+    )
+    cond_cov = [sigma2 * np.einsum("ab,lbc,dc->lad", Ts[i], S[i], Ts[i]) for i in range(k)]
+    return Conditional(beta=beta, vcov=vcov, sigma=float(np.sqrt(sigma2)), b=b, cond_cov=cond_cov,
+                       templates=Ts)

@@ -1,0 +1,67 @@
+"""The Gram matrix ``A = [Z X y]' W [Z X y]`` in blocks, computed once from the design.
+
+Stages: the random-effects terms (largest number of levels first), then one stage ``XY`` of a
+single level holding ``[X, y - offset]``. Diagonal blocks are block diagonal by level
+``(levels, p_i, p_i)``; off-diagonal blocks list only the level pairs that occur in the data.
+All sums are bincounts over the rows; nothing here is repeated per theta.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .design import Design
+from .kernels.structure import key_name
+
+
+@dataclasses.dataclass(frozen=True)
+class Gram:
+    """Blocks of ``A``: ``diag[i] (levels_i, p_i, p_i)``; ``off[\"i,j\"] (nnz, p_i, p_j)`` on the
+    level pattern ``pattern[(i, j)] = (rows, cols)``."""
+
+    nlevels: tuple[int, ...]
+    widths: tuple[int, ...]
+    diag: list
+    off: dict
+    pattern: dict
+
+
+def _weighted_cross(codes, ncodes, a, b, w):
+    """sum over rows with code c of w * a[:, k] * b[:, l]  -> (ncodes, ka, kb)."""
+    out = np.empty((ncodes, a.shape[1], b.shape[1]))
+    for k in range(a.shape[1]):
+        wa = w * a[:, k]
+        for l in range(b.shape[1]):
+            out[:, k, l] = np.bincount(codes, weights=wa * b[:, l], minlength=ncodes)
+    return out
+
+
+def gram_blocks(design: Design) -> Gram:
+    """Compute the blocked Gram matrix of the design (see module docstring)."""
+    w = design.weights
+    terms = design.terms
+    XY = np.column_stack([design.X, design.y - design.offset])
+    nlevels = tuple(t.n_levels for t in terms) + (1,)
+    widths = tuple(t.width for t in terms) + (XY.shape[1],)
+    K = len(nlevels)
+    zero = np.zeros(design.n, dtype=np.int64)
+    codes = [t.codes.astype(np.int64) for t in terms] + [zero]
+    cols = [t.columns for t in terms] + [XY]
+    diag = [_weighted_cross(codes[i], nlevels[i], cols[i], cols[i], w) for i in range(K)]
+    off, pattern = {}, {}
+    for i in range(K):
+        for j in range(i):
+            if i == K - 1:
+                r = np.zeros(nlevels[j], dtype=np.int64)
+                c = np.arange(nlevels[j])
+                vals = np.swapaxes(_weighted_cross(codes[j], nlevels[j], cols[j], cols[i], w), 1, 2)
+            else:
+                key = codes[j] * nlevels[i] + codes[i]  # sorted by column (level of j), then row
+                uniq, inv = np.unique(key, return_inverse=True)
+                r, c = uniq % nlevels[i], uniq // nlevels[i]
+                vals = _weighted_cross(inv, len(uniq), cols[i], cols[j], w)
+            pattern[(i, j)] = (r, c)
+            off[key_name(i, j)] = vals
+    return Gram(nlevels=nlevels, widths=widths, diag=diag, off=off, pattern=pattern)

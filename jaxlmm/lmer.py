@@ -1,0 +1,185 @@
+"""``lmer``: the user-facing pipeline (formula -> design -> Gram -> objective -> optimiser -> result)."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .covariance import template_spec
+from .design import Design, build_design
+from .errors import ArgumentError, FitWarning
+from .fit import SINGULAR_TOL, conditional_estimates, fit_theta
+from .gram import gram_blocks
+from .objective import model_arrays
+from .precision import float64
+from .results import LmerResult, make_mapping
+
+
+def _theta_names(design: Design) -> list[str]:
+    names = []
+    for t in design.terms:
+        spec = template_spec(t.width, t.uncorrelated)
+        for r, c in zip(spec.rows, spec.cols):
+            cn = t.column_names
+            names.append(f"{t.name}.{cn[r]}" if r == c else f"{t.name}.{cn[r]}.{cn[c]}")
+    return names
+
+
+def _varcorr(design: Design, Ts: list[np.ndarray], sigma: float) -> pd.DataFrame:
+    rows = []
+    seen: dict[str, int] = {}
+
+    def unique(name: str) -> str:
+        k = seen.get(name, 0)
+        seen[name] = k + 1
+        return name if k == 0 else f"{name}.{k}"
+
+    for t, T in zip(design.terms, Ts):
+        S = sigma**2 * (T @ T.T)
+        cn = t.column_names
+        if t.uncorrelated:
+            for k in range(t.width):
+                rows.append((unique(t.name), cn[k], None, S[k, k], np.sqrt(S[k, k])))
+            continue
+        g = unique(t.name)
+        sd = np.sqrt(np.diag(S))
+        for k in range(t.width):
+            rows.append((g, cn[k], None, S[k, k], sd[k]))
+        for a in range(t.width):
+            for b in range(a + 1, t.width):
+                corr = S[b, a] / (sd[a] * sd[b]) if sd[a] > 0 and sd[b] > 0 else np.nan
+                rows.append((g, cn[a], cn[b], S[b, a], corr))
+    rows.append(("Residual", None, None, sigma**2, sigma))
+    return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+
+
+def _ranef(design: Design, b: list, cond_cov: list) -> pd.DataFrame:
+    parts = []
+    for t, bi, ci in zip(design.terms, b, cond_cov):
+        for k, cname in enumerate(t.column_names):
+            parts.append(pd.DataFrame({
+                "grpvar": t.name,
+                "term": cname,
+                "grp": list(t.levels),
+                "condval": bi[:, k],
+                "condsd": np.sqrt(np.maximum(ci[:, k, k], 0.0)),
+            }))
+    return pd.concat(parts, ignore_index=True)
+
+
+def lmer(
+    formula: str,
+    data: Any,
+    *,
+    reml: bool = True,
+    weights: str | np.ndarray | None = None,
+    offset: str | np.ndarray | None = None,
+    start: np.ndarray | None = None,
+    max_iter: int = 1000,
+) -> LmerResult:
+    """Fit a linear mixed model ``y = X beta + Z b + e`` in lme4 syntax.
+
+    ``b ~ N(0, sigma^2 Lambda Lambda')``, ``e ~ N(0, sigma^2 W^{-1})``. Maximises the (restricted)
+    likelihood over the relative covariance parameters ``theta`` with exact JAX gradients; the
+    fixed effects and sigma are profiled out.
+
+    Parameters
+    ----------
+    formula : ``"y ~ x + (1 + x | g) + (1 | h)"``; ``(e || g)`` uncorrelated; ``(1 | a/b)`` nested;
+        ``(1 | a:b)`` interaction of grouping columns.
+    data : pandas DataFrame or dict of columns.
+    reml : REML (default) or maximum likelihood.
+    weights : prior weights (column name or array of ``len(data)``), residual variance sigma^2 / w.
+    offset : known term added to the linear predictor (column name or array).
+    start : starting theta (lme4 order); default identity templates.
+
+    Rows with missing values in any used column are dropped (``n_dropped``). Computation is in
+    float64 without changing JAX's global configuration.
+    """
+    if not isinstance(reml, (bool, np.bool_)):
+        raise ArgumentError(f"reml must be True or False, got {reml!r}")
+    t0 = time.perf_counter()
+    design = build_design(formula, data, weights=weights, offset=offset)
+    specs = tuple(template_spec(t.width, t.uncorrelated) for t in design.terms)
+    ntheta = sum(s.size for s in specs)
+    if start is not None:
+        start = np.asarray(start, dtype=np.float64).ravel()
+        if start.shape[0] != ntheta:
+            raise ArgumentError(f"start has {start.shape[0]} values; this model has {ntheta} theta parameters")
+    if reml and design.n <= design.p:
+        raise ArgumentError(f"REML needs more observations ({design.n}) than fixed effects ({design.p})")
+    gram = gram_blocks(design)
+    with float64():
+        M = model_arrays(gram, specs, n=design.n, p=design.p, reml=bool(reml),
+                         log_det_w=float(np.sum(np.log(design.weights))))
+        tf = fit_theta(M, start, max_iter=max_iter)
+        cond = conditional_estimates(tf.theta, M)
+    diag = np.concatenate([np.array(s.diagonal) for s in specs])
+    singular = bool(np.any(tf.theta[diag] < SINGULAR_TOL))
+
+    x_names = list(design.x_names)
+    fixef = pd.Series(cond.beta, index=x_names, name="estimate")
+    se = pd.Series(np.sqrt(np.diag(cond.vcov)), index=x_names, name="std_error")
+    vcov = pd.DataFrame(cond.vcov, index=x_names, columns=x_names)
+    eta = design.X @ cond.beta + design.offset
+    for t, bi in zip(design.terms, cond.b):
+        eta = eta + np.einsum("np,np->n", t.columns, bi[t.codes])
+    fitted = pd.Series(eta, index=design.row_index, name="fitted")
+    residuals = pd.Series(design.y - eta, index=design.row_index, name="residuals")
+
+    warn_msgs = []
+    if not tf.converged:
+        warn_msgs.append(
+            f"the optimiser did not converge ({tf.message}; max |gradient| "
+            f"{np.max(np.abs(tf.grad)):.3g})"
+        )
+    if singular:
+        warn_msgs.append("boundary (singular) fit: a variance component is zero or a correlation is +-1")
+    optinfo = {
+        "optimizer": "bfgs (jax)",
+        "converged": tf.converged,
+        "status": tf.status,
+        "message": tf.message,
+        "n_iter": tf.n_iter,
+        "n_evals": tf.n_evals,
+        "grad": tf.grad.copy(),
+        "grad_norm": float(np.max(np.abs(tf.grad))) if tf.grad.size else 0.0,
+        "warnings": tuple(warn_msgs),
+        "time_s": time.perf_counter() - t0,
+    }
+    result = LmerResult(
+        formula=design.formula.formula,
+        reml=bool(reml),
+        objective=tf.objective,
+        nobs=design.n,
+        n_dropped=design.n_dropped,
+        fixef=fixef,
+        se=se,
+        vcov=vcov,
+        sigma=cond.sigma,
+        theta=_ro(tf.theta),
+        theta_names=tuple(_theta_names(design)),
+        varcorr=_varcorr(design, cond.templates, cond.sigma),
+        ranef=_ranef(design, cond.b, cond.cond_cov),
+        singular=singular,
+        fitted=fitted,
+        residuals=residuals,
+        optinfo=make_mapping(optinfo),
+        ngroups=make_mapping({t.name: t.n_levels for t in design.terms}),
+        dropped_columns=design.dropped_columns,
+        weights=_ro(design.weights),
+        data_name=None,
+    )
+    if warn_msgs:
+        warnings.warn("; ".join(warn_msgs) + " (details in fit.optinfo)", FitWarning, stacklevel=2)
+    return result
+
+
+def _ro(a: np.ndarray) -> np.ndarray:
+    a = np.array(a, dtype=np.float64, copy=True)
+    a.setflags(write=False)
+    return a

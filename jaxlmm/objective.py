@@ -1,0 +1,116 @@
+"""The profiled REML criterion / ML deviance of a linear mixed model (lme4's definitions).
+
+With ``Omega = Lambda' A Lambda + I`` on the random-effects part and ``L L' = Omega`` extended by
+``X`` and ``y`` (blocked, see ``jaxlmm.kernels``), ``r^2 = L_yy^2``, ``nu = n`` (ML) or ``n - p``:
+
+    ML:   2 sum log diag L_Z + n (1 + log(2 pi r^2 / n)) - log|W|
+    REML: 2 sum log diag L_Z + 2 sum log diag L_X + nu (1 + log(2 pi r^2 / nu)) - log|W|
+
+No solve is needed. Everything is a pure function of ``(theta, ModelArrays)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .covariance import TemplateSpec, templates
+from .gram import Gram
+from .kernels import BlockStructure, analyze, blocked_cholesky
+from .kernels.cholesky import BlockedFactor, blocked_log_diagonal
+from .kernels.structure import key_name
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelArrays:
+    """The per-model constants of the objective: structure, Gram blocks and sizes."""
+
+    structure: BlockStructure
+    diag: list
+    off: dict
+    log_det_w: jnp.ndarray
+    specs: tuple = dataclasses.field(metadata=dict(static=True))
+    n: int = dataclasses.field(metadata=dict(static=True))
+    p: int = dataclasses.field(metadata=dict(static=True))
+    reml: bool = dataclasses.field(metadata=dict(static=True))
+
+    @property
+    def n_terms(self) -> int:
+        return len(self.specs)
+
+    @property
+    def m_z_tail(self) -> int:
+        """Rows of the dense tail that belong to random effects (before X and y)."""
+        return self.structure.m - (self.p + 1)
+
+
+jax.tree_util.register_dataclass(
+    ModelArrays,
+    data_fields=["structure", "diag", "off", "log_det_w"],
+    meta_fields=["specs", "n", "p", "reml"],
+)
+
+
+def model_arrays(gram: Gram, specs: tuple[TemplateSpec, ...], *, n: int, p: int, reml: bool,
+                 log_det_w: float) -> ModelArrays:
+    """Analyze the pattern once and move the Gram blocks to the device (call under x64)."""
+    s = analyze(gram.nlevels, gram.widths, gram.pattern)
+    s = jax.tree_util.tree_map(jnp.asarray, s)
+    return ModelArrays(
+        structure=s,
+        diag=[jnp.asarray(d) for d in gram.diag],
+        off={k: jnp.asarray(v) for k, v in gram.off.items()},
+        log_det_w=jnp.asarray(log_det_w),
+        specs=tuple(specs), n=n, p=p, reml=reml,
+    )
+
+
+def scaled_blocks(theta, M: ModelArrays):
+    """Blocks of ``Lambda' A Lambda + I`` (random-effects stages) and of the X/y stage."""
+    Ts = templates(theta, M.specs)
+    k = M.n_terms
+    K = k + 1
+    diag = []
+    for i in range(k):
+        T = Ts[i]
+        d = jnp.einsum("ba,lbc,cd->lad", T, M.diag[i], T)
+        diag.append(d + jnp.eye(T.shape[0], dtype=d.dtype))
+    diag.append(M.diag[k])
+    off = {}
+    for i in range(K):
+        for j in range(i):
+            name = key_name(i, j)
+            if name not in M.off:
+                continue
+            v = M.off[name]
+            if i < k:
+                v = jnp.einsum("ba,kbc->kac", Ts[i], v)
+            off[name] = jnp.einsum("kac,cd->kad", v, Ts[j])
+    return diag, off
+
+
+def factor(theta, M: ModelArrays) -> BlockedFactor:
+    diag, off = scaled_blocks(theta, M)
+    return blocked_cholesky(M.structure, diag, off)
+
+
+def objective_from_log_diagonal(bd: list, tl, M: ModelArrays):
+    """The criterion from ``log diag L``: block-diagonal stages ``bd`` and dense tail ``tl``."""
+    mz = M.m_z_tail
+    ld_l2 = 2.0 * (sum(jnp.sum(b) for b in bd) + jnp.sum(tl[:mz]))
+    r2 = jnp.exp(2.0 * tl[-1])
+    if M.reml:
+        ld_rx2 = 2.0 * jnp.sum(tl[mz : mz + M.p])
+        nu = M.n - M.p
+        return ld_l2 + ld_rx2 + nu * (1.0 + jnp.log(2.0 * np.pi * r2 / nu)) - M.log_det_w
+    return ld_l2 + M.n * (1.0 + jnp.log(2.0 * np.pi * r2 / M.n)) - M.log_det_w
+
+
+def objective(theta, M: ModelArrays):
+    """The REML criterion (``M.reml``) or deviance at ``theta``: a scalar."""
+    diag, off = scaled_blocks(theta, M)
+    bd, tl = blocked_log_diagonal(M.structure, diag, off)
+    return objective_from_log_diagonal(bd, tl, M)

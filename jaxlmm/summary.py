@@ -1,0 +1,99 @@
+"""lme4-style text summary of a fitted model."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .results import LmerResult
+
+
+def _table(rows: list[list[str]], header: list[str], align_left: int = 1) -> list[str]:
+    cols = list(zip(*([header] + rows))) if rows else [[h] for h in header]
+    widths = [max(len(c) for c in col) for col in cols]
+    out = []
+    for r in [header] + rows:
+        cells = [
+            (r[k].ljust(widths[k]) if k < align_left else r[k].rjust(widths[k]))
+            for k in range(len(r))
+        ]
+        out.append(" " + " ".join(cells))
+    return out
+
+
+def _abbrev(name: str, n: int = 6) -> str:
+    if len(name) <= n:
+        return name
+    s = name.replace("(", "").replace(")", "")
+    return s[:n]
+
+
+def format_summary(fit: "LmerResult") -> str:
+    lines = []
+    if fit.reml:
+        lines.append("Linear mixed model fit by REML ['LmerResult']")
+    else:
+        lines.append("Linear mixed model fit by maximum likelihood  ['LmerResult']")
+    lines.append(f"Formula: {fit.formula}")
+    if fit.data_name:
+        lines.append(f"   Data: {fit.data_name}")
+    lines.append("")
+    if fit.reml:
+        lines.append(f"REML criterion at convergence: {fit.objective:.1f}")
+    else:
+        vals = [fit.aic, fit.bic, fit.loglik, fit.objective, float(fit.nobs - fit.df)]
+        lines.extend(_table([[f"{v:.1f}" for v in vals[:4]] + [f"{int(vals[4])}"]],
+                            ["AIC", "BIC", "logLik", "deviance", "df.resid"], align_left=0))
+    lines.append("")
+    q = np.quantile(fit.scaled_residuals(), [0, 0.25, 0.5, 0.75, 1])
+    lines.append("Scaled residuals: ")
+    lines.extend(_table([[f"{v:.4f}" for v in q]], ["Min", "1Q", "Median", "3Q", "Max"], align_left=0))
+    lines.append("")
+    lines.append("Random effects:")
+    vc = fit.varcorr
+    rows = []
+    groups = []
+    for grp, block in vc.groupby("grp", sort=False):
+        groups.append(grp)
+        var = block[block["var2"].isna()]
+        cov = block[block["var2"].notna()]
+        names = ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in var["var1"]]
+        corr = {(r.var1, r.var2): r.sdcor for r in cov.itertuples()}
+        for k, (name, v, sd) in enumerate(zip(names, var["vcov"], var["sdcor"])):
+            cells = [grp if k == 0 else "", name, f"{v:.4g}", f"{sd:.4g}"]
+            cs = [corr.get((names[j], name), corr.get((name, names[j]))) for j in range(k)]
+            cells.append(" ".join(f"{c:.2f}" for c in cs if c is not None))
+            rows.append(cells)
+    lines.extend(_table(rows, ["Groups", "Name", "Variance", "Std.Dev.", "Corr"], align_left=2))
+    grp_txt = "; ".join(f"{g}, {n}" for g, n in fit.ngroups.items())
+    lines.append(f"Number of obs: {fit.nobs}, groups:  {grp_txt}")
+    if fit.n_dropped:
+        lines.append(f"({fit.n_dropped} rows with missing values dropped)")
+    lines.append("")
+    lines.append("Fixed effects:")
+    est, se = fit.fixef.to_numpy(), fit.se.to_numpy()
+    names = list(fit.fixef.index)
+    rows = [[n, f"{e:.4g}", f"{s:.4g}", f"{e / s:.3f}" if s > 0 else "NA"] for n, e, s in zip(names, est, se)]
+    lines.extend(_table(rows, ["", "Estimate", "Std. Error", "t value"], align_left=1))
+    if len(names) > 1:
+        lines.append("")
+        lines.append("Correlation of Fixed Effects:")
+        V = fit.vcov.to_numpy()
+        d = np.sqrt(np.diag(V))
+        C = V / np.outer(d, d)
+        ab = [_abbrev(n) for n in names]
+        rows = []
+        for i in range(1, len(names)):
+            rows.append([names[i]] + [f"{C[i, j]:.3f}" for j in range(i)] + [""] * (len(names) - 1 - i))
+        lines.extend(_table(rows, [""] + ab[:-1], align_left=1))
+    if fit.dropped_columns:
+        lines.append(f"fixed-effect model matrix is rank deficient so dropping {len(fit.dropped_columns)} "
+                     f"columns / coefficients: {', '.join(fit.dropped_columns)}")
+    info = fit.optinfo
+    if not info["converged"]:
+        lines.append(f"convergence failure: {info['message']} (max |gradient| {info['grad_norm']:.3g})")
+    if fit.singular:
+        lines.append("boundary (singular) fit: some variance components are zero or correlations +-1")
+    return "\n".join(lines)

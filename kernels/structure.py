@@ -1,0 +1,280 @@
+"""Symbolic analysis of a blocked sparse SPD matrix: elimination order, fill-in, update lists.
+
+Done once per sparsity pattern on the host (numpy/scipy); the result is a pytree whose index
+arrays are leaves and whose sizes are static metadata, so the numeric factorization compiles
+once per pattern shape.
+
+Stage ``j`` is eliminated *block diagonally* when, after the fill from the stages eliminated
+before it, its diagonal block is still block diagonal by level (every level of an earlier stage
+meets at most one of its levels: nesting). The leading run of such stages is kept sparse; all
+later stages form one dense *tail* (crossed factors and the last stage).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+import jax
+import numpy as np
+import scipy.sparse as sp
+
+Key = tuple[int, int]
+
+
+def key_name(i: int, j: int) -> str:
+    return f"{i},{j}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Update:
+    """Schur-complement update ``M[i,l] -= L[i,j] L[l,j]'`` from eliminating stage ``j``.
+
+    ``kind`` is ``"diag"`` (into the block diagonal of stage ``l == i``), ``"coo"`` (into the
+    sparse block ``(i, l)``) or ``"dense"`` (into the dense tail).
+    """
+
+    name: str
+    j: int
+    i: int
+    l: int
+    kind: str
+    permuted: bool = False  # dense: products must be permuted (``perm``) into sorted order
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockStructure:
+    """Static description of the blocked factorization (see module docstring).
+
+    Arrays (pytree leaves): ``rows``/``cols`` of every filled sparse block ``(i, j)`` with ``j``
+    block diagonal (sorted by column, then row); ``embed`` maps the input nonzero blocks to
+    filled positions; ``tail_diag``/``tail_off`` are flat indices into the ``m x m`` tail's
+    lower triangle (entries above the diagonal go to a dump slot ``m*m``);
+    ``pa``/``pb``/``dest`` list the block pairs of every update. Dense-tail destinations are
+    sorted (directly, or after the permutation ``perm`` of the flattened products) so that the
+    scatter-add runs on sorted indices.
+    """
+
+    rows: dict
+    cols: dict
+    embed: dict
+    tail_diag: dict
+    tail_off: dict
+    pa: dict
+    pb: dict
+    dest: dict
+    perm: dict
+    nlevels: tuple = dataclasses.field(metadata=dict(static=True))
+    widths: tuple = dataclasses.field(metadata=dict(static=True))
+    n_bd: int = dataclasses.field(metadata=dict(static=True))
+    tail_offsets: tuple = dataclasses.field(metadata=dict(static=True))
+    m: int = dataclasses.field(metadata=dict(static=True))
+    bd_keys: tuple = dataclasses.field(metadata=dict(static=True))
+    tail_keys: tuple = dataclasses.field(metadata=dict(static=True))
+    input_keys: tuple = dataclasses.field(metadata=dict(static=True))
+    updates: tuple = dataclasses.field(metadata=dict(static=True))
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.nlevels)
+
+    def tail_offset(self, i: int) -> int:
+        return self.tail_offsets[i - self.n_bd]
+
+    def nnz(self, i: int, j: int) -> int:
+        return int(self.rows[key_name(i, j)].shape[0])
+
+
+jax.tree_util.register_dataclass(
+    BlockStructure,
+    data_fields=["rows", "cols", "embed", "tail_diag", "tail_off", "pa", "pb", "dest", "perm"],
+    meta_fields=[
+        "nlevels", "widths", "n_bd", "tail_offsets", "m", "bd_keys", "tail_keys", "input_keys",
+        "updates",
+    ],
+)
+
+
+def _lower_only(flat: np.ndarray, m: int) -> np.ndarray:
+    """Redirect flat indices above the diagonal of the ``m x m`` tail to the dump slot ``m*m``."""
+    flat = np.asarray(flat)
+    upper = (flat // m) < (flat % m)
+    return np.where(upper, m * m, flat).astype(flat.dtype)
+
+
+def _index_dtype(bound: int):
+    return np.int32 if bound < 2**31 - 1 else np.int64
+
+
+def _join_on_column(cols_a: np.ndarray, cols_b: np.ndarray, ncols: int):
+    """All pairs ``(a, b)`` with ``cols_a[a] == cols_b[b]``; both inputs sorted ascending."""
+    start_b = np.searchsorted(cols_b, np.arange(ncols))
+    cnt_b = np.bincount(cols_b, minlength=ncols)
+    cnt = cnt_b[cols_a]
+    total = int(cnt.sum())
+    ia = np.repeat(np.arange(cols_a.shape[0]), cnt)
+    first = np.repeat(np.cumsum(cnt) - cnt, cnt)
+    ib = np.repeat(start_b[cols_a], cnt) + (np.arange(total) - first)
+    return ia, ib
+
+
+def _pattern(rows, cols, shape) -> sp.csc_matrix:
+    m = sp.csc_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=shape)
+    m.sum_duplicates()
+    m.data[:] = 1
+    m.sort_indices()
+    return m
+
+
+def _bool_product(a: sp.csc_matrix, b: sp.csc_matrix) -> sp.csc_matrix:
+    p = (a.astype(np.int64) @ b.T.astype(np.int64)).tocsc()
+    p.data[:] = 1
+    p = p.astype(np.int8)
+    p.sort_indices()
+    return p
+
+
+def analyze(
+    nlevels: tuple[int, ...],
+    widths: tuple[int, ...],
+    offdiag: Mapping[Key, tuple[np.ndarray, np.ndarray]],
+) -> BlockStructure:
+    """Analyze the pattern of a blocked SPD matrix.
+
+    ``offdiag[(i, j)] = (rows, cols)`` (``i > j``) lists the nonzero ``widths[i] x widths[j]``
+    blocks of off-diagonal block ``(i, j)`` by level, without duplicates. The last stage is
+    always part of the dense tail.
+    """
+    nlevels = tuple(int(x) for x in nlevels)
+    widths = tuple(int(x) for x in widths)
+    K = len(nlevels)
+    pat: dict[Key, sp.csc_matrix] = {}
+    for (i, j), (r, c) in offdiag.items():
+        if not i > j:
+            raise ValueError(f"off-diagonal block {(i, j)} must have i > j")
+        if len(r):
+            pat[(i, j)] = _pattern(np.asarray(r), np.asarray(c), (nlevels[i], nlevels[j]))
+
+    n_bd = 0
+    for j in range(K - 1):
+        ok = all(
+            pat[(j, q)].getnnz(axis=0).max(initial=0) <= 1 for q in range(j) if (j, q) in pat
+        )
+        if not ok:
+            break
+        n_bd = j + 1
+        for l in range(j + 1, K):
+            if (l, j) not in pat:
+                continue
+            for i in range(l + 1, K):
+                if (i, j) not in pat:
+                    continue
+                f = _bool_product(pat[(i, j)], pat[(l, j)])
+                pat[(i, l)] = f if (i, l) not in pat else _pattern_union(pat[(i, l)], f)
+
+    tail_stages = list(range(n_bd, K))
+    offsets, off = [], 0
+    for i in tail_stages:
+        offsets.append(off)
+        off += nlevels[i] * widths[i]
+    m = off
+    flat_dtype = _index_dtype(m * m + 1)
+
+    def toff(i):
+        return offsets[i - n_bd]
+
+    rows, cols, embed = {}, {}, {}
+    bd_keys = []
+    for j in range(n_bd):
+        for i in range(j + 1, K):
+            if (i, j) not in pat:
+                continue
+            pm = pat[(i, j)]
+            r = pm.indices.astype(np.int64)
+            c = np.repeat(np.arange(nlevels[j]), np.diff(pm.indptr))
+            name = key_name(i, j)
+            rows[name] = r.astype(np.int32)
+            cols[name] = c.astype(np.int32)
+            bd_keys.append((i, j))
+            if (i, j) in offdiag and len(offdiag[(i, j)][0]):
+                r0, c0 = (np.asarray(x, dtype=np.int64) for x in offdiag[(i, j)])
+                lin = c * nlevels[i] + r
+                pos = np.searchsorted(lin, c0 * nlevels[i] + r0)
+                embed[name] = pos.astype(np.int32)
+
+    tail_diag = {}
+    for i in tail_stages:
+        p = widths[i]
+        base = toff(i) + np.arange(nlevels[i])[:, None] * p + np.arange(p)[None, :]  # (l, p)
+        tail_diag[str(i)] = _lower_only((base[:, :, None] * m + base[:, None, :]).astype(flat_dtype), m)
+    tail_off, tail_keys = {}, []
+    input_keys = tuple(sorted(k for k in offdiag if len(offdiag[k][0])))
+    for (i, j) in input_keys:
+        if j < n_bd:
+            continue
+        r0, c0 = (np.asarray(x, dtype=np.int64) for x in offdiag[(i, j)])
+        ri = toff(i) + r0[:, None] * widths[i] + np.arange(widths[i])[None, :]
+        cj = toff(j) + c0[:, None] * widths[j] + np.arange(widths[j])[None, :]
+        tail_off[key_name(i, j)] = (ri[:, :, None] * m + cj[:, None, :]).astype(flat_dtype)
+        tail_keys.append((i, j))
+
+    pa, pb, dest, perm, updates = {}, {}, {}, {}, []
+    for j in range(n_bd):
+        for l in range(j + 1, K):
+            if (l, j) not in pat:
+                continue
+            nl = key_name(l, j)
+            for i in range(l, K):
+                if (i, j) not in pat:
+                    continue
+                ni = key_name(i, j)
+                name = f"{j}:{i},{l}"
+                if l < n_bd and i == l:
+                    a = np.arange(len(rows[nl]))
+                    pa[name], pb[name] = a.astype(np.int32), a.astype(np.int32)
+                    dest[name] = rows[nl]
+                    updates.append(Update(name, j, i, l, "diag"))
+                    continue
+                a, b = _join_on_column(cols[ni].astype(np.int64), cols[nl].astype(np.int64), nlevels[j])
+                ra, rb = rows[ni][a].astype(np.int64), rows[nl][b].astype(np.int64)
+                if l < n_bd:
+                    lin_il = cols[key_name(i, l)].astype(np.int64) * nlevels[i] + rows[key_name(i, l)]
+                    d = np.searchsorted(lin_il, rb * nlevels[i] + ra).astype(np.int32)
+                    kind = "coo"
+                else:
+                    if i == l:
+                        keep = ra >= rb
+                        a, b, ra, rb = a[keep], b[keep], ra[keep], rb[keep]
+                    ri = toff(i) + ra[:, None] * widths[i] + np.arange(widths[i])[None, :]
+                    rl = toff(l) + rb[:, None] * widths[l] + np.arange(widths[l])[None, :]
+                    d = _lower_only((ri[:, :, None] * m + rl[:, None, :]).astype(flat_dtype), m)
+                    if widths[i] * widths[l] == 1:
+                        order = np.argsort(d.ravel(), kind="stable")
+                        a, b, d = a[order], b[order], d[order]
+                        permuted = False
+                    else:
+                        order = np.argsort(d.ravel(), kind="stable")
+                        perm[name] = order.astype(_index_dtype(order.shape[0]))
+                        d = d.ravel()[order]
+                        permuted = True
+                    pa[name], pb[name], dest[name] = a.astype(np.int32), b.astype(np.int32), d
+                    updates.append(Update(name, j, i, l, "dense", permuted))
+                    continue
+                pa[name], pb[name], dest[name] = a.astype(np.int32), b.astype(np.int32), d
+                updates.append(Update(name, j, i, l, kind))
+
+    return BlockStructure(
+        rows=rows, cols=cols, embed=embed, tail_diag=tail_diag, tail_off=tail_off,
+        pa=pa, pb=pb, dest=dest, perm=perm,
+        nlevels=nlevels, widths=widths, n_bd=n_bd, tail_offsets=tuple(offsets), m=m,
+        bd_keys=tuple(bd_keys), tail_keys=tuple(tail_keys), input_keys=input_keys,
+        updates=tuple(updates),
+    )
+
+
+def _pattern_union(a: sp.csc_matrix, b: sp.csc_matrix) -> sp.csc_matrix:
+    u = (a.astype(np.int64) + b.astype(np.int64)).tocsc()
+    u.data[:] = 1
+    u = u.astype(np.int8)
+    u.sort_indices()
+    return u

@@ -1,0 +1,46 @@
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+DATA = Path(__file__).parent / "data"
+
+# columns that R treats as factors although the CSV stores them as numbers
+FACTOR_COLUMNS = {
+    "InstEval": ["s", "d", "studage", "lectage", "service", "dept"],
+}
+
+
+# factors whose R level order is not alphabetical (nlme's Orthodont: Sex is Male, Female)
+LEVEL_ORDER = {
+    "Orthodont": {"Sex": ["Male", "Female"]},
+}
+
+
+def load_data(name: str) -> pd.DataFrame:
+    path = DATA / f"{name}.csv"
+    if not path.exists():
+        path = DATA / f"{name}.csv.gz"
+    dtype = {c: str for c in FACTOR_COLUMNS.get(name, [])}
+    df = pd.read_csv(path, dtype=dtype)
+    for col, levels in LEVEL_ORDER.get(name, {}).items():
+        df[col] = pd.Categorical(df[col], categories=levels)
+    return df
+
+
+def load_reference(fid: str) -> dict:
+    return json.loads((DATA / f"{fid}.json").read_text())
+
+
+def lmer_reference_ids() -> list[str]:
+    out = []
+    for p in sorted(DATA.glob("*.json")):
+        if json.loads(p.read_text()).get("kind") == "lmer":
+            out.append(p.stem)
+    return out
+
+
+@pytest.fixture
+def sleepstudy() -> pd.DataFrame:
+    return load_data("sleepstudy")
