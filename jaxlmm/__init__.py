@@ -6,7 +6,28 @@ Data flow: ``formula`` (lme4 bars) -> ``design`` (X, level codes, per-row column
 ``optimize``/``fit`` (BFGS with exact gradients) -> ``results`` (:class:`LmerResult`).
 """
 
-from .errors import (
+def _map_source_kernels() -> None:
+    """In a source checkout that is not installed, import the top-level ``kernels/`` folder as
+    ``jaxlmm.kernels`` (an installed jaxlmm ships it there)."""
+    import importlib.util
+    import pathlib
+    import sys
+
+    if importlib.util.find_spec(__name__ + ".kernels") is not None:
+        return
+    src = pathlib.Path(__file__).resolve().parent.parent / "kernels" / "__init__.py"
+    spec = importlib.util.spec_from_file_location(
+        __name__ + ".kernels", src, submodule_search_locations=[str(src.parent)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[__name__ + ".kernels"] = module
+    spec.loader.exec_module(module)
+    globals()["kernels"] = module
+
+
+_map_source_kernels()
+
+from .errors import (  # noqa: E402
     ArgumentError,
     DataError,
     FitWarning,
@@ -15,8 +36,8 @@ from .errors import (
     JaxlmmWarning,
     RankDeficiencyWarning,
 )
-from .lmer import lmer
-from .results import LmerResult
+from .lmer import lmer  # noqa: E402
+from .results import LmerResult  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,233 @@
+"""Command-line interface: ``jaxlmm fit`` and ``jaxlmm datasets``.
+
+Usage::
+
+    jaxlmm fit DATA FORMULA [--ml] [--weights COL] [--offset COL]
+    jaxlmm fit --example NAME [FORMULA] [--ml] [--weights COL] [--offset COL]
+    jaxlmm datasets
+
+``DATA`` is a CSV file (read with pandas' default type inference; ``-`` reads CSV from
+standard input) or a Parquet file (``.parquet`` / ``.pq``; needs pyarrow). ``fit``
+prints the model summary.
+
+Exit status: 0 on success; 2 for bad input or usage (argument errors, any
+:class:`jaxlmm.errors.JaxlmmError`, an unreadable or missing data file), with a
+one-line message on standard error and no traceback; 1 for any other failure.
+jaxlmm's warnings (e.g. a singular fit) are printed to standard error as
+``jaxlmm: warning: ...`` lines. Set ``JAXLMM_DEBUG=1`` to get the traceback of an unexpected failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from jaxlmm.errors import JaxlmmError, JaxlmmWarning
+
+PROG = "jaxlmm"
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+class _UsageError(Exception):
+    """Bad input detected by the CLI itself (exit status 2)."""
+
+
+class _DependencyError(Exception):
+    """An optional dependency is missing (exit status 1)."""
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from jaxlmm import datasets
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Fit linear mixed models written in lme4 formula syntax.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    fit = sub.add_parser(
+        "fit",
+        help="fit a model and print its summary",
+        description=(
+            "Fit FORMULA to the data in DATA (CSV, or Parquet if the name ends in "
+            ".parquet/.pq; '-' reads CSV from stdin), or to a bundled data set with "
+            "--example NAME (FORMULA then defaults to that data set's example formula)."
+        ),
+        usage=(
+            f"{PROG} fit DATA FORMULA [options]\n"
+            f"       {PROG} fit --example NAME [FORMULA] [options]"
+        ),
+    )
+    fit.add_argument("args", nargs="*", metavar="DATA FORMULA", help=argparse.SUPPRESS)
+    fit.add_argument(
+        "--example",
+        metavar="NAME",
+        help="use a bundled data set (" + ", ".join(datasets.names()) + ")",
+    )
+    fit.add_argument(
+        "--ml",
+        action="store_true",
+        help="fit by maximum likelihood instead of REML",
+    )
+    fit.add_argument("--weights", metavar="COL", help="column of prior (precision) weights")
+    fit.add_argument("--offset", metavar="COL", help="column added to the linear predictor")
+    fit.set_defaults(handler=_cmd_fit, subparser=fit)
+
+    ds = sub.add_parser(
+        "datasets",
+        help="list the bundled data sets and their example formulas",
+        description="List the bundled data sets and their example formulas.",
+    )
+    ds.set_defaults(handler=_cmd_datasets, subparser=ds)
+    return parser
+
+
+def read_data(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a CSV (pandas default inference) or Parquet file into a DataFrame."""
+    spath = os.fspath(path)
+    if spath == "-":
+        try:
+            return pd.read_csv(sys.stdin)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _UsageError(f"cannot read CSV from standard input: {exc}") from None
+    p = Path(spath)
+    if not p.exists():
+        raise _UsageError(f"data file not found: {spath}")
+    if p.is_dir():
+        raise _UsageError(f"data path is a directory, not a file: {spath}")
+    if p.suffix.lower() in _PARQUET_SUFFIXES:
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise _DependencyError(
+                f"reading Parquet file {spath} needs pyarrow, which is not installed; "
+                "install it with `pip install pyarrow` (or `pip install jaxlmm[parquet]`), "
+                "or convert the data to CSV"
+            ) from None
+        reader = pd.read_parquet
+    else:
+        reader = pd.read_csv
+    try:
+        return reader(p)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        # unreadable file, malformed CSV/Parquet (pandas' and pyarrow's parse errors
+        # are ValueErrors), wrong encoding: bad input, not a bug
+        raise _UsageError(f"cannot read data file {spath}: {exc}") from None
+
+
+def _cmd_fit(ns: argparse.Namespace) -> int:
+    from jaxlmm import datasets
+
+    sub: argparse.ArgumentParser = ns.subparser
+    args: list[str] = list(ns.args)
+    if ns.example is not None:
+        if len(args) > 1:
+            sub.error("with --example, give at most one positional argument (FORMULA)")
+        data = datasets.load(ns.example)  # DataError (exit 2) for an unknown name
+        formula = args[0] if args else datasets.EXAMPLES[ns.example.strip().lower()]
+    else:
+        if len(args) != 2:
+            sub.error(
+                "expected DATA and FORMULA (or --example NAME [FORMULA]); got "
+                f"{len(args)} positional argument{'s' if len(args) != 1 else ''}"
+            )
+        data = read_data(args[0])
+        formula = args[1]
+
+    import jaxlmm
+
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        fit = jaxlmm.lmer(
+            formula,
+            data,
+            reml=not ns.ml,
+            weights=ns.weights,
+            offset=ns.offset,
+        )
+        summary = fit.summary()
+    print(summary)
+    return EXIT_OK
+
+
+def _cmd_datasets(ns: argparse.Namespace) -> int:
+    from jaxlmm import datasets
+
+    rows = []
+    for name in datasets.names():
+        df = datasets.load(name)
+        rows.append((name, f"{df.shape[0]} x {df.shape[1]}", datasets.EXAMPLES[name]))
+    w0 = max(len("name"), *(len(r[0]) for r in rows))
+    w1 = max(len("rows x cols"), *(len(r[1]) for r in rows))
+    print(f"{'name':<{w0}}  {'rows x cols':<{w1}}  example formula")
+    for name, shape, formula in rows:
+        print(f"{name:<{w0}}  {shape:<{w1}}  {formula}")
+    print(f"\nRun one with: {PROG} fit --example NAME [FORMULA]")
+    return EXIT_OK
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Print jaxlmm's own warnings as one plain line; others in the usual format."""
+    stream = sys.stderr if file is None else file
+    if issubclass(category, JaxlmmWarning):
+        text = f"{PROG}: warning: {message}\n"
+    else:
+        text = warnings.formatwarning(message, category, filename, lineno, line)
+    try:
+        stream.write(text)
+    except (OSError, AttributeError):
+        pass
+
+
+def _error(msg: str) -> None:
+    print(f"{PROG}: error: {msg}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (never raises ``SystemExit``)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        parser = _build_parser()
+        ns = parser.parse_args(argv)
+        return int(ns.handler(ns))
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        code = exc.code
+        if code is None:
+            return EXIT_OK
+        if isinstance(code, int):
+            return code
+        print(code, file=sys.stderr)
+        return EXIT_FAILURE
+    except (JaxlmmError, _UsageError) as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except FileNotFoundError as exc:
+        _error(f"file not found: {exc.filename or exc}")
+        return EXIT_USAGE
+    except _DependencyError as exc:
+        _error(str(exc))
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    except Exception as exc:  # anything else is a bug or an environment problem
+        if os.environ.get("JAXLMM_DEBUG"):
+            traceback.print_exc()
+        _error(f"unexpected {type(exc).__name__}: {exc}")
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

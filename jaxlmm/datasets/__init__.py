@@ -1,0 +1,91 @@
+"""Small example data sets shipped with jaxlmm.
+
+``load(name)`` returns a :class:`pandas.DataFrame`; ``names()`` lists what is available
+and ``EXAMPLES[name]`` gives the canonical lme4 formula for each data set. Grouping
+columns are read as strings (e.g. sleepstudy's ``Subject`` is ``"308"``, not ``308``).
+
+The first five are copies of data sets distributed with the R package lme4
+(Bates, Maechler, Bolker & Walker, 2015); see lme4's help pages for the original
+sources (Davies & Goldsmith, 1972, for dyestuff, penicillin and pastes; Box & Tiao,
+1973, for dyestuff2; Belenky et al., 2003, for sleepstudy):
+
+``sleepstudy`` (180 x 3: ``Reaction``, ``Days``, ``Subject``)
+    Average reaction time (ms) per day for 18 subjects in a sleep-deprivation study
+    (Belenky et al., 2003); days 0-9, with sleep restricted to 3 hours per night from
+    day 2 on. Model: ``Reaction ~ Days + (Days | Subject)``.
+``dyestuff`` (30 x 2: ``Batch``, ``Yield``)
+    Yield of dyestuff (grams of standard colour) from 5 preparations from each of 6
+    batches of an intermediate product. Model: ``Yield ~ 1 + (1 | Batch)``.
+``dyestuff2`` (30 x 2: ``Batch``, ``Yield``)
+    Simulated data (Box & Tiao) with the same structure as ``dyestuff``, in which the
+    between-batch variance is estimated as zero -- the standard singular-fit example.
+    Model: ``Yield ~ 1 + (1 | Batch)``.
+``penicillin`` (144 x 3: ``diameter``, ``plate``, ``sample``)
+    Diameter (mm) of the zone of inhibition of bacterial growth, 6 penicillin samples
+    on each of 24 plates: fully crossed random effects.
+    Model: ``diameter ~ 1 + (1 | plate) + (1 | sample)``.
+``pastes`` (60 x 4: ``strength``, ``batch``, ``cask``, ``sample``)
+    Strength of a chemical paste: 10 delivery batches, 3 casks per batch, 2 assays
+    per cask; casks are nested in batches (``sample`` is the batch:cask label).
+    Model: ``strength ~ 1 + (1 | batch/cask)``.
+
+One is not from lme4:
+
+``classroom`` (18 x 5: ``student``, ``classroom``, ``noise``, ``gender``, ``score``)
+    **Simulated** data (see ``jaxlmm/datasets/make_classroom.py``, seed 20261125).
+    Four classrooms A, B, C, D randomised to background noise levels 10, 4, 6 and 8
+    with 5, 4, 5 and 4 students; gender ("F"/"M") recorded; outcome a science test
+    score generated as ``80 - 2*noise + 3*(gender == "F")`` plus a classroom effect
+    N(0, 4^2) and residual N(0, 5^2). Model: ``score ~ noise + gender + (1 | classroom)``.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import pandas as pd
+
+from jaxlmm.errors import DataError
+
+__all__ = ["EXAMPLES", "load", "names"]
+
+#: Canonical lme4 formula for each bundled data set.
+EXAMPLES: dict[str, str] = {
+    "sleepstudy": "Reaction ~ Days + (Days | Subject)",
+    "dyestuff": "Yield ~ 1 + (1 | Batch)",
+    "dyestuff2": "Yield ~ 1 + (1 | Batch)",
+    "penicillin": "diameter ~ 1 + (1 | plate) + (1 | sample)",
+    "pastes": "strength ~ 1 + (1 | batch/cask)",
+    "classroom": "score ~ noise + gender + (1 | classroom)",
+}
+
+# name -> (file name, columns read as strings)
+_FILES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "sleepstudy": ("sleepstudy.csv", ("Subject",)),
+    "dyestuff": ("dyestuff.csv", ("Batch",)),
+    "dyestuff2": ("dyestuff2.csv", ("Batch",)),
+    "penicillin": ("penicillin.csv", ("plate", "sample")),
+    "pastes": ("pastes.csv", ("batch", "cask", "sample")),
+    "classroom": ("classroom.csv", ("student", "classroom", "gender")),
+}
+
+
+def names() -> list[str]:
+    """Names of the bundled data sets, in a stable order."""
+    return list(_FILES)
+
+
+def load(name: str) -> pd.DataFrame:
+    """Load a bundled data set by (case-insensitive) name as a new DataFrame.
+
+    Grouping columns come back as strings. Raises :class:`jaxlmm.errors.DataError`
+    for an unknown name.
+    """
+    key = str(name).strip().lower()
+    if key not in _FILES:
+        raise DataError(
+            f"unknown dataset {name!r}; available datasets: {', '.join(names())}"
+        )
+    fname, str_cols = _FILES[key]
+    with resources.files(__name__).joinpath(fname).open("rb") as fh:
+        return pd.read_csv(fh, dtype={c: str for c in str_cols})

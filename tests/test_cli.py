@@ -1,0 +1,351 @@
+"""The ``jaxlmm`` command line: argument handling, exit codes, and real fits.
+
+Tests marked ``needs_core`` run a real ``jaxlmm.lmer`` fit; the others use a stub
+``lmer`` (or stop before fitting) so they test the CLI alone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import jaxlmm
+from jaxlmm import cli, datasets
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+needs_core = pytest.mark.skipif(
+    not hasattr(jaxlmm, "lmer"), reason="jaxlmm.lmer is not available"
+)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class _StubFit:
+    def summary(self) -> str:
+        return "STUB SUMMARY"
+
+
+@pytest.fixture
+def stub_lmer(monkeypatch):
+    """Replace ``jaxlmm.lmer`` with a recorder; returns the list of recorded calls."""
+    calls: list[dict] = []
+
+    def lmer(formula, data, *, reml=True, weights=None, offset=None):
+        calls.append(
+            dict(formula=formula, data=data, reml=reml, weights=weights, offset=offset)
+        )
+        return _StubFit()
+
+    monkeypatch.setattr(jaxlmm, "lmer", lmer, raising=False)
+    return calls
+
+
+@pytest.fixture
+def sleep_csv(tmp_path):
+    path = tmp_path / "sleep.csv"
+    datasets.load("sleepstudy").to_csv(path, index=False)
+    return path
+
+
+def _run_module(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "jaxlmm.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=env,
+        timeout=timeout,
+    )
+
+
+# ------------------------------------------------------------- usage and bad input
+
+
+def test_no_command_is_usage_error(capsys):
+    assert cli.main([]) == 2
+    assert "usage" in capsys.readouterr().err.lower()
+
+
+def test_help_exits_zero(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "fit" in out and "datasets" in out
+    assert cli.main(["fit", "--help"]) == 0
+    assert "--example" in capsys.readouterr().out
+
+
+def test_unknown_option_is_usage_error(capsys):
+    assert cli.main(["fit", "--example", "sleepstudy", "--bogus"]) == 2
+    assert "--bogus" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["fit"],
+        ["fit", "only-one-arg.csv"],
+        ["fit", "a.csv", "y ~ x", "extra"],
+        ["fit", "--example", "sleepstudy", "Reaction ~ Days", "extra"],
+    ],
+)
+def test_wrong_number_of_positionals(argv, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "error" in err
+    assert "Traceback" not in err
+
+
+def test_missing_file_exits_2(tmp_path, capsys, stub_lmer):
+    missing = tmp_path / "nope.csv"
+    assert cli.main(["fit", str(missing), "y ~ x + (1 | g)"]) == 2
+    err = capsys.readouterr().err
+    assert "not found" in err and "nope.csv" in err
+    assert "Traceback" not in err
+    assert stub_lmer == []
+
+
+def test_directory_instead_of_file_exits_2(tmp_path, capsys):
+    assert cli.main(["fit", str(tmp_path), "y ~ x + (1 | g)"]) == 2
+    assert "directory" in capsys.readouterr().err
+
+
+def test_unreadable_data_exits_2(tmp_path, capsys):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    assert cli.main(["fit", str(empty), "y ~ x + (1 | g)"]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_unknown_example_exits_2(capsys):
+    assert cli.main(["fit", "--example", "nosuchdata"]) == 2
+    err = capsys.readouterr().err
+    assert "nosuchdata" in err and "sleepstudy" in err
+    assert "Traceback" not in err
+
+
+def test_jaxlmm_error_from_fit_exits_2(monkeypatch, capsys):
+    from jaxlmm.errors import FormulaError
+
+    def lmer(formula, data, **kw):
+        raise FormulaError("no such column 'Nope'")
+
+    monkeypatch.setattr(jaxlmm, "lmer", lmer, raising=False)
+    assert cli.main(["fit", "--example", "sleepstudy", "Reaction ~ Nope"]) == 2
+    err = capsys.readouterr().err
+    assert "no such column 'Nope'" in err and "Traceback" not in err
+
+
+def test_unexpected_failure_exits_1(monkeypatch, capsys):
+    def lmer(formula, data, **kw):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(jaxlmm, "lmer", lmer, raising=False)
+    monkeypatch.delenv("JAXLMM_DEBUG", raising=False)
+    assert cli.main(["fit", "--example", "dyestuff"]) == 1
+    err = capsys.readouterr().err
+    assert "boom" in err and "Traceback" not in err
+
+
+def test_parquet_without_pyarrow_is_clear(tmp_path, monkeypatch, capsys, stub_lmer):
+    path = tmp_path / "data.parquet"
+    path.write_bytes(b"PAR1")  # never read: the pyarrow check comes first
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # makes `import pyarrow` fail
+    assert cli.main(["fit", str(path), "y ~ x + (1 | g)"]) == 1
+    err = capsys.readouterr().err
+    assert "pyarrow" in err and "Traceback" not in err
+    assert stub_lmer == []
+
+
+# ------------------------------------------------------------ plumbing (stub lmer)
+
+
+def test_example_uses_bundled_data_and_formula(stub_lmer, capsys):
+    assert cli.main(["fit", "--example", "SleepStudy"]) == 0
+    assert capsys.readouterr().out.strip() == "STUB SUMMARY"
+    (call,) = stub_lmer
+    assert call["formula"] == datasets.EXAMPLES["sleepstudy"]
+    assert call["data"].shape == (180, 3)
+    assert call["reml"] is True
+    assert call["weights"] is None and call["offset"] is None
+
+
+def test_example_with_explicit_formula_and_options(stub_lmer):
+    argv = ["fit", "--example", "sleepstudy", "Reaction ~ 1 + (1 | Subject)", "--ml",
+            "--weights", "Days", "--offset", "Days"]
+    assert cli.main(argv) == 0
+    (call,) = stub_lmer
+    assert call["formula"] == "Reaction ~ 1 + (1 | Subject)"
+    assert call["reml"] is False
+    assert call["weights"] == "Days" and call["offset"] == "Days"
+
+
+def test_csv_read_with_default_inference(stub_lmer, sleep_csv):
+    assert cli.main(["fit", str(sleep_csv), "Reaction ~ Days + (Days | Subject)"]) == 0
+    (call,) = stub_lmer
+    df = call["data"]
+    assert df.shape == (180, 3)
+    # pandas' default inference: Subject comes back numeric; jaxlmm treats it as a factor
+    assert df["Subject"].dtype.kind == "i"
+
+
+def test_parquet_is_read(stub_lmer, tmp_path):
+    pytest.importorskip("pyarrow")
+    path = tmp_path / "sleep.pq"
+    datasets.load("sleepstudy").to_parquet(path)
+    assert cli.main(["fit", str(path), "Reaction ~ Days + (Days | Subject)"]) == 0
+    (call,) = stub_lmer
+    assert call["data"].shape == (180, 3)
+    assert call["data"]["Subject"].iloc[0] == "308"
+
+
+def test_stdin_csv(stub_lmer, monkeypatch, sleep_csv):
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(sleep_csv.read_text()))
+    assert cli.main(["fit", "-", "Reaction ~ Days + (Days | Subject)"]) == 0
+    assert stub_lmer[0]["data"].shape == (180, 3)
+
+
+def test_jaxlmm_warnings_are_one_plain_line(monkeypatch, capsys):
+    import warnings
+
+    from jaxlmm.errors import FitWarning
+
+    def lmer(formula, data, **kw):
+        warnings.warn("boundary (singular) fit", FitWarning, stacklevel=2)
+        return _StubFit()
+
+    monkeypatch.setattr(jaxlmm, "lmer", lmer, raising=False)
+    assert cli.main(["fit", "--example", "dyestuff2"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "STUB SUMMARY"
+    assert captured.err.strip() == "jaxlmm: warning: boundary (singular) fit"
+
+
+def test_datasets_command_lists_all(capsys):
+    assert cli.main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    for name, formula in datasets.EXAMPLES.items():
+        line = next(ln for ln in out.splitlines() if ln.startswith(name + " "))
+        assert formula in line
+    assert "180 x 3" in out
+
+
+def test_module_entry_point_datasets():
+    proc = _run_module("datasets")
+    assert proc.returncode == 0, proc.stderr
+    assert "sleepstudy" in proc.stdout and "classroom" in proc.stdout
+
+
+def test_module_entry_point_missing_file(tmp_path):
+    proc = _run_module("fit", str(tmp_path / "nope.csv"), "y ~ x + (1 | g)")
+    assert proc.returncode == 2
+    assert "not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------ real fits
+
+
+@needs_core
+def test_fit_example_sleepstudy(capsys):
+    assert cli.main(["fit", "--example", "sleepstudy"]) == 0
+    out = capsys.readouterr().out
+    assert "REML criterion" in out
+    assert "Fixed effects" in out
+
+
+@needs_core
+@pytest.mark.parametrize("name", list(datasets.EXAMPLES))
+def test_fit_every_example(name, capsys):
+    assert cli.main(["fit", "--example", name]) == 0
+    assert "Fixed effects" in capsys.readouterr().out
+
+
+@needs_core
+def test_fit_singular_example_warns_on_stderr(capsys):
+    assert cli.main(["fit", "--example", "dyestuff2"]) == 0
+    captured = capsys.readouterr()
+    assert "Fixed effects" in captured.out
+    assert "jaxlmm: warning:" in captured.err and "singular" in captured.err
+
+
+@needs_core
+def test_fit_csv_file(sleep_csv, capsys):
+    assert cli.main(["fit", str(sleep_csv), "Reaction ~ Days + (Days | Subject)"]) == 0
+    out = capsys.readouterr().out
+    assert "REML criterion" in out and "Fixed effects" in out
+
+
+@needs_core
+def test_fit_ml(capsys):
+    assert cli.main(["fit", "--example", "sleepstudy", "--ml"]) == 0
+    out = capsys.readouterr().out
+    assert "Fixed effects" in out
+    assert "REML criterion" not in out
+
+
+@needs_core
+def test_bad_formula_without_tilde_exits_2(capsys):
+    assert cli.main(["fit", "--example", "sleepstudy", "Reaction Days"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jaxlmm: error:") and "Traceback" not in err
+
+
+@needs_core
+def test_unknown_column_exits_2(capsys):
+    argv = ["fit", "--example", "sleepstudy", "Reaction ~ Nope + (1 | Subject)"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Nope" in err and "Traceback" not in err
+
+
+@needs_core
+def test_unknown_column_in_csv_exits_2(sleep_csv, capsys):
+    assert cli.main(["fit", str(sleep_csv), "Reaction ~ Days + (1 | Nope)"]) == 2
+    err = capsys.readouterr().err
+    assert "Nope" in err and "Traceback" not in err
+
+
+@needs_core
+def test_unknown_weights_column_exits_2(capsys):
+    argv = ["fit", "--example", "sleepstudy", "--weights", "nope_w"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "nope_w" in err and "Traceback" not in err
+
+
+@needs_core
+def test_module_entry_point_fit():
+    proc = _run_module("fit", "--example", "sleepstudy")
+    assert proc.returncode == 0, proc.stderr
+    assert "REML criterion" in proc.stdout and "Fixed effects" in proc.stdout
+
+
+@needs_core
+def test_module_entry_point_bad_formula():
+    proc = _run_module("fit", "--example", "sleepstudy", "Reaction Days")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+
+
+@needs_core
+def test_installed_console_script():
+    exe = shutil.which("jaxlmm")
+    if exe is None:
+        pytest.skip("the `jaxlmm` console script is not installed")
+    proc = subprocess.run(
+        [exe, "fit", "--example", "dyestuff"], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Fixed effects" in proc.stdout
