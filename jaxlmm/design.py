@@ -88,28 +88,31 @@ def as_frame(data: Any) -> pd.DataFrame:
     )
 
 
-def _required(expr: str, what: str) -> set[str]:
+def _required(expr: str, what: str, label: str | None = None) -> set[str]:
     import formulaic
 
     try:
         return {str(v) for v in formulaic.Formula(expr).required_variables}
     except Exception as e:  # formulaic's parser errors
-        raise FormulaError(f"cannot parse {what} {expr!r}: {e}") from None
+        raise FormulaError(f"cannot parse {what} {label or repr(expr)}: {e}") from None
 
 
-def _model_matrix(expr: str, df: pd.DataFrame, what: str) -> tuple[np.ndarray, list[str]]:
+def _model_matrix(
+    expr: str, df: pd.DataFrame, what: str, label: str | None = None
+) -> tuple[np.ndarray, list[str]]:
     import formulaic
 
+    label = label or repr(expr)
     try:
         mm = formulaic.model_matrix(expr, df, na_action="ignore")
     except Exception as e:
-        raise FormulaError(f"cannot build the model matrix of {what} {expr!r}: {e}") from None
+        raise FormulaError(f"cannot build the model matrix of {what} {label}: {e}") from None
     names = [r_style_name(str(c)) for c in mm.columns]
     arr = np.asarray(mm, dtype=np.float64).reshape(len(df), len(names))
     bad = ~np.isfinite(arr)
     if bad.any():
         col = names[int(np.nonzero(bad.any(axis=0))[0][0])]
-        raise DataError(f"{what} {expr!r}: column {col!r} has non-finite values (e.g. log of a non-positive number)")
+        raise DataError(f"{what} {label}: column {col!r} has non-finite values (e.g. log of a non-positive number)")
     return arr, names
 
 
@@ -118,7 +121,13 @@ def _level_labels(values: pd.Series) -> tuple[np.ndarray, list[str]]:
     if isinstance(values.dtype, pd.CategoricalDtype):
         cat = values.cat.remove_unused_categories()
         return cat.cat.codes.to_numpy().astype(np.int64), [_label(c) for c in cat.cat.categories]
-    uniq, codes = np.unique(values.to_numpy(), return_inverse=True)
+    try:
+        uniq, codes = np.unique(values.to_numpy(), return_inverse=True)
+    except TypeError:  # e.g. an object column mixing numbers and strings
+        raise DataError(
+            f"grouping column {values.name!r} mixes values of different types "
+            "(e.g. numbers and strings); convert it to str or to a pandas Categorical"
+        ) from None
     return codes.astype(np.int64), [_label(u) for u in uniq]
 
 
@@ -172,10 +181,13 @@ def _vector_argument(value, name: str, df: pd.DataFrame, n_total: int) -> tuple[
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
         raise ArgumentError(f"{name} must be a column name or a numeric array") from None
-    if arr.ndim != 1 or arr.shape[0] != n_total:
+    if arr.ndim != 1:
         raise ArgumentError(
-            f"{name} has length {arr.shape[0] if arr.ndim else 0} but data has {n_total} rows"
+            f"{name} must be a column name or a 1-D array with one value per row of data "
+            f"({n_total}), got an array of shape {arr.shape}"
         )
+    if arr.shape[0] != n_total:
+        raise ArgumentError(f"{name} has length {arr.shape[0]} but data has {n_total} rows")
     return arr, None
 
 
@@ -193,7 +205,11 @@ def build_design(formula: str | ParsedFormula, data: Any, *, weights=None, offse
 
     resp_is_col = pf.response in columns
     needed: dict[str, str] = {}
-    resp_vars = {pf.response} if resp_is_col else _required(pf.response, "response")
+    # a response that is not a column is a Python expression (R's LHS is arithmetic, not terms)
+    resp_expr = "{" + pf.response + "}"
+    resp_vars = (
+        {pf.response} if resp_is_col else _required(resp_expr, "response", repr(pf.response))
+    )
     for v in resp_vars:
         needed.setdefault(v, "response")
     for v in _required(pf.fixed, "fixed-effects part"):
@@ -220,8 +236,14 @@ def build_design(formula: str | ParsedFormula, data: Any, *, weights=None, offse
             raise ArgumentError(f"weights must be finite and non-negative; row {k} has {w_all[k]}")
         if (w_all == 0).any():
             raise ArgumentError("weights must be positive: drop the rows with zero weight")
+    if o_all is not None and np.isinf(o_all).any():
+        k = int(np.nonzero(np.isinf(o_all))[0][0])
+        raise ArgumentError(f"offset must be finite; row {k} has {o_all[k]}")
 
     used = list(needed)
+    dup = sorted({str(c) for c in df.columns[df.columns.duplicated()]} & set(used))
+    if dup:
+        raise DataError(f"data has more than one column named {dup[0]!r}")
     sub = df[used]
     mask = ~sub.isna().any(axis=1).to_numpy()
     if o_all is not None:
@@ -233,13 +255,13 @@ def build_design(formula: str | ParsedFormula, data: Any, *, weights=None, offse
         )
     sub = sub.loc[mask]
     if not resp_is_col:
-        yv, _ = _model_matrix(pf.response, sub, "response")
+        yv, _ = _model_matrix("0 + " + resp_expr, sub, "response", repr(pf.response))
         if yv.shape[1] != 1:
             raise DataError(f"response {pf.response!r} must be one numeric column")
         y = yv[:, 0]
     else:
         col = sub[pf.response]
-        if not pd.api.types.is_numeric_dtype(col):
+        if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
             raise DataError(f"response column {pf.response!r} must be numeric, it has dtype {col.dtype}")
         y = col.to_numpy(dtype=np.float64)
         if not np.isfinite(y).all():

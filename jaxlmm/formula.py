@@ -151,8 +151,9 @@ def parse_formula(formula: str) -> ParsedFormula:
         if bar is None:
             if "|" in chunk:
                 raise FormulaError(
-                    f"random-effects term {chunk!r} in formula {formula!r} must be wrapped in "
-                    "parentheses: (expr | group)"
+                    f"misplaced '|' in {chunk!r} in formula {formula!r}: a random-effects term "
+                    "must be written (expr | group) and added at the top level with '+', not "
+                    "nested in other parentheses or a function"
                 )
             fixed.append(f"{sign} {chunk}")
             continue
