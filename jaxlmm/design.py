@@ -122,7 +122,10 @@ def _level_labels(values: pd.Series) -> tuple[np.ndarray, list[str]]:
         cat = values.cat.remove_unused_categories()
         return cat.cat.codes.to_numpy().astype(np.int64), [_label(c) for c in cat.cat.categories]
     try:
-        uniq, codes = np.unique(values.to_numpy(), return_inverse=True)
+        codes, uniq = pd.factorize(values, sort=True)  # hash-based; levels in sorted order
+        uniq = np.asarray(uniq)
+        if uniq.dtype == object and len({isinstance(u, str) for u in uniq}) > 1:
+            raise TypeError
     except TypeError:  # e.g. an object column mixing numbers and strings
         raise DataError(
             f"grouping column {values.name!r} mixes values of different types "

@@ -17,6 +17,7 @@ from .gram import gram_blocks
 from .objective import model_arrays
 from .precision import float64
 from .results import LmerResult, make_mapping
+from .start import moment_start
 
 
 def _theta_names(design: Design) -> list[str]:
@@ -58,6 +59,7 @@ def _varcorr(design: Design, Ts: list[np.ndarray], sigma: float) -> pd.DataFrame
 
 
 def _ranef(design: Design, b: list, cond_cov: list) -> pd.DataFrame:
+    """as.data.frame(ranef(fit, condVar = TRUE)): one row per term column and level."""
     parts = []
     for t, bi, ci in zip(design.terms, b, cond_cov):
         for k, cname in enumerate(t.column_names):
@@ -95,7 +97,8 @@ def lmer(
     reml : REML (default) or maximum likelihood.
     weights : prior weights (column name or array of ``len(data)``), residual variance sigma^2 / w.
     offset : known term added to the linear predictor (column name or array).
-    start : starting theta (lme4 order); default identity templates.
+    start : starting theta (lme4 order); default: moment estimates for scalar intercept terms,
+        identity templates otherwise (see ``jaxlmm.start``).
 
     Rows with missing values in any used column are dropped (``n_dropped``). Computation is in
     float64 without changing JAX's global configuration.
@@ -116,7 +119,8 @@ def lmer(
     with float64():
         M = model_arrays(gram, specs, n=design.n, p=design.p, reml=bool(reml),
                          log_det_w=float(np.sum(np.log(design.weights))))
-        tf = fit_theta(M, start, max_iter=max_iter)
+        theta0 = moment_start(design, specs) if start is None else start
+        tf = fit_theta(M, theta0, max_iter=max_iter)
         cond = conditional_estimates(tf.theta, M)
     diag = np.concatenate([np.array(s.diagonal) for s in specs])
     singular = bool(np.any(tf.theta[diag] < SINGULAR_TOL))
@@ -164,7 +168,7 @@ def lmer(
         theta=_ro(tf.theta),
         theta_names=tuple(_theta_names(design)),
         varcorr=_varcorr(design, cond.templates, cond.sigma),
-        ranef=_ranef(design, cond.b, cond.cond_cov),
+        _ranef_source=lambda: _ranef(design, cond.b, cond.cond_cov()),
         singular=singular,
         fitted=fitted,
         residuals=residuals,

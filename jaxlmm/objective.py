@@ -36,6 +36,9 @@ class ModelArrays:
     n: int = dataclasses.field(metadata=dict(static=True))
     p: int = dataclasses.field(metadata=dict(static=True))
     reml: bool = dataclasses.field(metadata=dict(static=True))
+    # dense tail potrf/potri through host LAPACK (CPU backends; reverse mode only). Set False
+    # for forward-mode derivatives (Hessians by jacfwd) or non-CPU backends.
+    host_lapack: bool = dataclasses.field(default=False, metadata=dict(static=True))
 
     @property
     def n_terms(self) -> int:
@@ -50,12 +53,12 @@ class ModelArrays:
 jax.tree_util.register_dataclass(
     ModelArrays,
     data_fields=["structure", "diag", "off", "log_det_w"],
-    meta_fields=["specs", "n", "p", "reml"],
+    meta_fields=["specs", "n", "p", "reml", "host_lapack"],
 )
 
 
 def model_arrays(gram: Gram, specs: tuple[TemplateSpec, ...], *, n: int, p: int, reml: bool,
-                 log_det_w: float) -> ModelArrays:
+                 log_det_w: float, host_lapack: bool | None = None) -> ModelArrays:
     """Analyze the pattern once and move the Gram blocks to the device (call under x64)."""
     s = analyze(gram.nlevels, gram.widths, gram.pattern)
     s = jax.tree_util.tree_map(jnp.asarray, s)
@@ -65,6 +68,7 @@ def model_arrays(gram: Gram, specs: tuple[TemplateSpec, ...], *, n: int, p: int,
         off={k: jnp.asarray(v) for k, v in gram.off.items()},
         log_det_w=jnp.asarray(log_det_w),
         specs=tuple(specs), n=n, p=p, reml=reml,
+        host_lapack=(jax.default_backend() == "cpu") if host_lapack is None else bool(host_lapack),
     )
 
 
@@ -97,13 +101,13 @@ def factor(theta, M: ModelArrays) -> BlockedFactor:
     return blocked_cholesky(M.structure, diag, off)
 
 
-def objective_from_log_diagonal(bd: list, tl, M: ModelArrays):
-    """The criterion from ``log diag L``: block-diagonal stages ``bd`` and dense tail ``tl``."""
-    mz = M.m_z_tail
-    ld_l2 = 2.0 * (sum(jnp.sum(b) for b in bd) + jnp.sum(tl[:mz]))
-    r2 = jnp.exp(2.0 * tl[-1])
+def objective_from_log_diagonal(bd: list, lead, trail, M: ModelArrays):
+    """The criterion from ``log diag L``: block-diagonal stages ``bd``; the tail's random-effects
+    part summed (``lead``); the tail's last ``p + 1`` entries (X and y) in ``trail``."""
+    ld_l2 = 2.0 * (sum(jnp.sum(b) for b in bd) + lead)
+    r2 = jnp.exp(2.0 * trail[-1])
     if M.reml:
-        ld_rx2 = 2.0 * jnp.sum(tl[mz : mz + M.p])
+        ld_rx2 = 2.0 * jnp.sum(trail[: M.p])
         nu = M.n - M.p
         return ld_l2 + ld_rx2 + nu * (1.0 + jnp.log(2.0 * np.pi * r2 / nu)) - M.log_det_w
     return ld_l2 + M.n * (1.0 + jnp.log(2.0 * np.pi * r2 / M.n)) - M.log_det_w
@@ -112,5 +116,5 @@ def objective_from_log_diagonal(bd: list, tl, M: ModelArrays):
 def objective(theta, M: ModelArrays):
     """The REML criterion (``M.reml``) or deviance at ``theta``: a scalar."""
     diag, off = scaled_blocks(theta, M)
-    bd, tl = blocked_log_diagonal(M.structure, diag, off)
-    return objective_from_log_diagonal(bd, tl, M)
+    bd, lead, trail = blocked_log_diagonal(M.structure, diag, off, M.p + 1, M.host_lapack)
+    return objective_from_log_diagonal(bd, lead, trail, M)

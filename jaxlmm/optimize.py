@@ -2,10 +2,12 @@
 
 Search direction ``d = -H g`` with the inverse-Hessian approximation ``H`` (scaled identity to
 start, BFGS updates when the curvature condition ``s'y > 0`` holds), backtracking line search
-with the Armijo condition. Gradients are exact (``jax.value_and_grad``).
+(quadratic interpolation) with the Armijo condition. Gradients are exact (``jax.value_and_grad``).
 
-Stops with ``status`` 0 when ``max|g| <= gtol``, 1 when no decrease beyond rounding
-(``1e-14`` relative) is possible any more, 2 at ``max_iter``. ``nfev`` counts value-and-gradient evaluations.
+Stops with ``status`` 0 when ``max|g| <= gtol``; 1 when no decrease beyond rounding
+(``1e-14`` relative) is possible any more; 3 when the decrease per iteration falls below
+``ftol * |f|`` after a full quasi-Newton step (or twice in a row), or when the predicted
+remaining decrease ``g' H g / 2`` does; 2 at ``max_iter``. ``nfev`` counts value-and-gradient evaluations.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class _State(NamedTuple):
     H: jnp.ndarray
     k: jnp.ndarray
     nfev: jnp.ndarray
+    small: jnp.ndarray  # last iteration's decrease was below ftol
     status: jnp.ndarray  # -1 running
 
 
@@ -41,6 +44,7 @@ def minimize_bfgs(
     x0: jnp.ndarray,
     *args,
     gtol: float = 1e-6,
+    ftol: float = 1e-13,
     max_iter: int = 1000,
     max_backtrack: int = 60,
 ) -> BFGSResult:
@@ -51,8 +55,10 @@ def minimize_bfgs(
     eye = jnp.eye(nx, dtype=dtype)
     f0, g0 = vg(x0, *args)
     gmax0 = jnp.max(jnp.abs(g0))
-    H0 = eye / jnp.maximum(1.0, jnp.linalg.norm(g0))
-    init = _State(x0, f0, g0, H0, jnp.asarray(0), jnp.asarray(1), jnp.where(gmax0 <= gtol, 0, -1))
+    # first step of length 0.1 * max(1, |x0|) along -g; BFGS rescales H after the first step
+    H0 = eye * (0.1 * jnp.maximum(1.0, jnp.linalg.norm(x0)) / jnp.maximum(jnp.linalg.norm(g0), 1e-300))
+    init = _State(x0, f0, g0, H0, jnp.asarray(0), jnp.asarray(1), jnp.asarray(False),
+                  jnp.where(gmax0 <= gtol, 0, -1))
 
     def cond(s: _State):
         return s.status < 0
@@ -66,11 +72,17 @@ def minimize_bfgs(
 
         def ls_cond(c):
             t, fn, gn, j, ok = c
-            return (~ok) & (j < max_backtrack)
+            # give up once the predicted decrease of the next trial is at rounding level
+            visible = 0.5 * t * (-slope) > 1e-15 * jnp.abs(s.f)
+            return (~ok) & (j < max_backtrack) & ((j == 0) | visible)
 
         def ls_body(c):
-            t, _, _, j, _ = c
-            t = jnp.where(j == 0, t, t * 0.5)
+            t, fn_prev, _, j, _ = c
+            # backtrack by minimising the quadratic through f(0), f'(0) and f(t), kept in
+            # [t/10, t/2]; a non-finite trial value just shrinks by 10
+            t_quad = -slope * t * t / (2.0 * (fn_prev - s.f - slope * t))
+            t_new = jnp.where(jnp.isfinite(fn_prev) & (t_quad > 0), jnp.clip(t_quad, 0.1 * t, 0.5 * t), 0.1 * t)
+            t = jnp.where(j == 0, t, t_new)
             fn, gn = vg(s.x + t * d, *args)
             ok = jnp.isfinite(fn) & (fn <= s.f + 1e-4 * t * slope) & jnp.all(jnp.isfinite(gn))
             return t, fn, gn, j + 1, ok
@@ -95,8 +107,14 @@ def minimize_bfgs(
         status = jnp.where(jnp.max(jnp.abs(gn)) <= gtol, 0, -1)
         stalled = ~ok | (s.f - fn <= 1e-14 * jnp.abs(s.f))
         status = jnp.where((status < 0) & stalled, 1, status)
+        small = s.f - fn <= ftol * jnp.abs(s.f)
+        status = jnp.where((status < 0) & small & ((t == 1.0) | s.small), 3, status)
+        # predicted remaining decrease (BFGS Newton decrement) below tolerance: stop without
+        # spending another evaluation
+        predicted = 0.5 * jnp.dot(gn, H @ gn)
+        status = jnp.where((status < 0) & ok & (k > 1) & (predicted <= ftol * jnp.abs(fn)), 3, status)
         status = jnp.where((status < 0) & (k >= max_iter), 2, status)
-        return _State(xn, fn, gn, H, k, s.nfev + nls, status)
+        return _State(xn, fn, gn, H, k, s.nfev + nls, small, status)
 
     s = lax.while_loop(cond, body, init)
     return BFGSResult(s.x, s.f, s.g, s.k, s.nfev, s.status)

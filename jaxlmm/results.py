@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -40,7 +41,7 @@ class LmerResult:
     theta: np.ndarray
     theta_names: tuple[str, ...]
     varcorr: pd.DataFrame
-    ranef: pd.DataFrame
+    _ranef_source: Callable[[], pd.DataFrame]
     singular: bool
     fitted: pd.Series
     residuals: pd.Series
@@ -49,6 +50,13 @@ class LmerResult:
     dropped_columns: tuple[str, ...] = ()
     weights: np.ndarray | None = None
     data_name: str | None = None
+
+    @functools.cached_property
+    def ranef(self) -> pd.DataFrame:
+        """Conditional modes and SDs, as R's ``as.data.frame(ranef(fit, condVar = TRUE))``:
+        columns grpvar, term, grp, condval, condsd (the SDs come from a selected inverse,
+        computed on first access)."""
+        return self._ranef_source()
 
     @property
     def df(self) -> int:

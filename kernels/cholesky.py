@@ -9,9 +9,12 @@ factored densely (potrf). Everything has static shapes given the structure.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import scipy.linalg
 from jax import lax
 
 from .small import small_cholesky, small_right_solve_lt
@@ -97,38 +100,95 @@ def blocked_cholesky(s: BlockStructure, diag: list, off: dict) -> BlockedFactor:
     return BlockedFactor(diag=Ld, off=F, tail=lax.linalg.cholesky(T, symmetrize_input=False))
 
 
-@jax.custom_vjp
-def cholesky_log_diagonal(t_lower: jnp.ndarray) -> jnp.ndarray:
-    """``log diag L`` of ``L L' = T`` with ``T`` symmetric, given by its lower triangle.
+def _host_potri(L):
+    """LAPACK potri on the host: lower triangle of ``(L L')^{-1}`` (upper triangle zero)."""
+    Ti, info = scipy.linalg.lapack.dpotri(np.asarray(L, dtype=np.float64), lower=1)
+    return np.tril(Ti)
 
-    Reverse mode uses ``d sum_k c_k log L_kk / dT = L^{-T} diag(c) L^{-1} / 2``: one triangular
-    inverse and one product instead of differentiating through the factorization.
+
+def _callback(fn, x):
+    """``fn(x)`` on the host for a float64 array ``x``.
+
+    Argument and result travel as uint32 pairs and are bitcast: JAX would otherwise
+    canonicalize float64 to float32 when the callback runs on a thread where the
+    (thread-local) x64 flag is off, as with asynchronous dispatch under jit.
     """
-    return jnp.log(jnp.diagonal(lax.linalg.cholesky(t_lower, symmetrize_input=False)))
+    def host(a):
+        a = np.ascontiguousarray(a).view(np.float64).reshape(a.shape[:-1])
+        out = np.ascontiguousarray(fn(a), dtype=np.float64)
+        return out.view(np.uint32).reshape(out.shape + (2,))
+
+    x_words = lax.bitcast_convert_type(x.astype(jnp.float64), jnp.uint32)
+    raw = jax.pure_callback(host, jax.ShapeDtypeStruct(x.shape + (2,), jnp.uint32), x_words,
+                            vmap_method="sequential")
+    return lax.bitcast_convert_type(raw, jnp.float64)
 
 
-def _cld_fwd(t_lower):
-    # symmetric input, so that forward-mode tangents through this rule are symmetric too
-    L = lax.linalg.cholesky(t_lower + jnp.tril(t_lower, -1).T, symmetrize_input=False)
-    return jnp.log(jnp.diagonal(L)), L
-
-
-def _cld_bwd(L, c):
+def _log_diagonal_parts(L, n_trailing):
+    d = jnp.log(jnp.diagonal(L))
     m = L.shape[0]
-    Linv = lax.linalg.triangular_solve(L, jnp.eye(m, dtype=L.dtype), left_side=True, lower=True)
-    G = 0.5 * (Linv.T @ (c[:, None] * Linv))
-    return (2.0 * jnp.tril(G, -1) + jnp.diag(jnp.diagonal(G)),)
+    return jnp.sum(d[: m - n_trailing]), d[m - n_trailing :]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def cholesky_log_diagonal(t_lower: jnp.ndarray, n_trailing: int, host_lapack: bool = False):
+    """``(sum_{k < m-r} log L_kk, log L_kk for the last r)`` of ``L L' = T``, ``r = n_trailing``.
+
+    ``T`` is symmetric, given by its lower triangle. Reverse mode uses
+    ``d (c0 sum_{k<m-r} log L_kk + sum_{k>=m-r} c_k log L_kk) / dT
+      = c0 T^{-1} / 2 + V' diag(c_r - c0) V / 2`` with ``V`` the last ``r`` rows of ``L^{-1}``:
+    one inverse of ``T`` and an ``m x r`` triangular solve, instead of differentiating through
+    the factorization. With ``host_lapack`` (CPU backends) the inverse is LAPACK's potri on the
+    host through ``pure_callback`` (no forward-mode derivatives then); otherwise XLA's
+    triangular inverse and a product.
+    """
+    return _log_diagonal_parts(_factor_lower(t_lower, host_lapack), n_trailing)
+
+
+def _factor_lower(t_lower, host_lapack):
+    if host_lapack:
+        # potrf reads the lower triangle only
+        return lax.linalg.cholesky(t_lower, symmetrize_input=False)
+    # symmetric input, so that forward-mode tangents through this rule are symmetric too
+    return lax.linalg.cholesky(t_lower + jnp.tril(t_lower, -1).T, symmetrize_input=False)
+
+
+def _cld_fwd(t_lower, n_trailing, host_lapack):
+    L = _factor_lower(t_lower, host_lapack)
+    return _log_diagonal_parts(L, n_trailing), L
+
+
+def _cld_bwd(n_trailing, host_lapack, L, cot):
+    c0, cr = cot
+    m = L.shape[0]
+    r = n_trailing
+    eye_r = jnp.eye(m, r, k=-(m - r), dtype=L.dtype)  # columns e_{m-r}, ..., e_{m-1}
+    Vt = lax.linalg.triangular_solve(L, eye_r, left_side=True, lower=True, transpose_a=True)
+    W = 0.5 * (Vt * (cr - c0)[None, :]) @ Vt.T
+    if host_lapack:
+        Ti = _callback(_host_potri, L)
+    else:
+        Linv = lax.linalg.triangular_solve(L, jnp.eye(m, dtype=L.dtype), left_side=True, lower=True)
+        Ti = jnp.tril(Linv.T @ Linv)
+    # cotangent of the lower-triangle storage: 2 * strict lower part of G plus its diagonal
+    G_part = c0 * (Ti - 0.5 * jnp.diag(jnp.diagonal(Ti)))
+    return (G_part + 2.0 * jnp.tril(W, -1) + jnp.diag(jnp.diagonal(W)),)
 
 
 cholesky_log_diagonal.defvjp(_cld_fwd, _cld_bwd)
 
 
-def blocked_log_diagonal(s: BlockStructure, diag: list, off: dict):
-    """``log diag L`` only (no factor kept): per block-diagonal stage ``(nlevels, p)`` and for the
-    tail ``(m,)``. Cheaper to differentiate than :func:`blocked_cholesky`."""
+def blocked_log_diagonal(s: BlockStructure, diag: list, off: dict, n_trailing: int = 1,
+                         host_lapack: bool = False):
+    """``log diag L`` only (no factor kept), cheaper to differentiate than :func:`blocked_cholesky`.
+
+    Returns ``(bd, lead, trail)``: per block-diagonal stage ``(nlevels, p)``; the sum of the
+    tail's log-diagonal except its last ``n_trailing`` entries; those last entries.
+    """
     Ld, _, T = _eliminate(s, diag, off)
     bd = [jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1)) for L in Ld]
-    return bd, cholesky_log_diagonal(T)
+    lead, trail = cholesky_log_diagonal(T, n_trailing, host_lapack)
+    return bd, lead, trail
 
 
 def log_diagonal(f: BlockedFactor) -> tuple[list, jnp.ndarray]:

@@ -12,6 +12,7 @@ which needs ``S`` only on the filled pattern of ``L``. The dense tail is inverte
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg
 
 from .structure import BlockStructure, _join_on_column, key_name
 
@@ -32,10 +33,10 @@ def diagonal_blocks_of_inverse(s: BlockStructure, diag, off, tail, n_keep: int |
     K = s.n_stages if n_keep is None else n_keep
     w, nl = s.widths, s.nlevels
     m_keep = s.m if K >= s.n_stages else s.tail_offset(K)
-    Lt = np.asarray(tail)[:m_keep, :m_keep]
+    Lt = np.asarray(tail, dtype=np.float64)[:m_keep, :m_keep]
     if m_keep:
-        Linv_t = np.linalg.solve(np.tril(Lt), np.eye(m_keep))
-        St = Linv_t.T @ Linv_t
+        Si, info = scipy.linalg.lapack.dpotri(np.tril(Lt), lower=1)  # lower triangle of (Lt Lt')^{-1}
+        St = np.tril(Si) + np.tril(Si, -1).T
     else:
         St = np.zeros((0, 0))
 
@@ -51,6 +52,8 @@ def diagonal_blocks_of_inverse(s: BlockStructure, diag, off, tail, n_keep: int |
     def sigma_pair(i, l, ra, rb):
         """S[(i, ra), (l, rb)] blocks, shape (n, p_i, p_l)."""
         if i >= s.n_bd and l >= s.n_bd:
+            if w[i] == 1 and w[l] == 1:
+                return St[s.tail_offset(i) + ra, s.tail_offset(l) + rb][:, None, None]
             ii, ll = tail_idx(i, ra), tail_idx(l, rb)
             return St[ii[:, :, None], ll[:, None, :]]
         if i == l:

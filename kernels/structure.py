@@ -249,11 +249,11 @@ def analyze(
                     rl = toff(l) + rb[:, None] * widths[l] + np.arange(widths[l])[None, :]
                     d = _lower_only((ri[:, :, None] * m + rl[:, None, :]).astype(flat_dtype), m)
                     if widths[i] * widths[l] == 1:
-                        order = np.argsort(d.ravel(), kind="stable")
+                        order = np.argsort(d.ravel())
                         a, b, d = a[order], b[order], d[order]
                         permuted = False
                     else:
-                        order = np.argsort(d.ravel(), kind="stable")
+                        order = np.argsort(d.ravel())
                         perm[name] = order.astype(_index_dtype(order.shape[0]))
                         d = d.ravel()[order]
                         permuted = True
