@@ -1,13 +1,17 @@
-"""A BFGS minimizer that runs entirely inside JAX (``lax.while_loop``): jit- and vmap-compatible.
+"""A BFGS minimizer that runs entirely inside JAX (one ``lax.while_loop``): jit- and
+vmap-compatible.
 
-Search direction ``d = -H g`` with the inverse-Hessian approximation ``H`` (scaled identity to
-start, BFGS updates when the curvature condition ``s'y > 0`` holds), backtracking line search
-(quadratic interpolation) with the Armijo condition. Gradients are exact (``jax.value_and_grad``).
+Search direction ``d = -H g`` with the inverse-Hessian approximation ``H`` (a scaled identity
+to start, rescaled after the first step, then BFGS updates when the curvature condition
+``s'y > 0`` holds); backtracking line search by quadratic interpolation with the Armijo
+condition. Gradients are exact (``jax.value_and_grad``). The line search and the iterations
+share one loop whose body makes exactly one value-and-gradient evaluation, so the objective is
+traced and compiled once.
 
 Stops with ``status`` 0 when ``max|g| <= gtol``; 1 when no decrease beyond rounding
 (``1e-14`` relative) is possible any more; 3 when the decrease per iteration falls below
 ``ftol * |f|`` after a full quasi-Newton step (or twice in a row), or when the predicted
-remaining decrease ``g' H g / 2`` does; 2 at ``max_iter``. ``nfev`` counts value-and-gradient evaluations.
+remaining decrease ``g' H g / 2`` does; 2 at ``max_iter``. ``nfev`` counts evaluations.
 """
 
 from __future__ import annotations
@@ -29,14 +33,28 @@ class BFGSResult(NamedTuple):
 
 
 class _State(NamedTuple):
-    x: jnp.ndarray
+    x: jnp.ndarray  # current iterate
     f: jnp.ndarray
     g: jnp.ndarray
-    H: jnp.ndarray
-    k: jnp.ndarray
+    H: jnp.ndarray  # inverse-Hessian approximation
+    d: jnp.ndarray  # search direction
+    slope: jnp.ndarray  # g'd
+    t: jnp.ndarray  # trial step length
+    f_trial: jnp.ndarray  # value at the last rejected trial (for interpolation)
+    j: jnp.ndarray  # trials in the current line search
+    k: jnp.ndarray  # iterations
     nfev: jnp.ndarray
     small: jnp.ndarray  # last iteration's decrease was below ftol
+    first: jnp.ndarray  # the next evaluation is the initial one, at x
     status: jnp.ndarray  # -1 running
+
+
+def _descent(H, g):
+    d = -H @ g
+    slope = jnp.dot(g, d)
+    bad = ~(slope < 0)
+    d = jnp.where(bad, -g / jnp.maximum(1.0, jnp.linalg.norm(g)), d)
+    return d, jnp.dot(g, d), bad
 
 
 def minimize_bfgs(
@@ -51,70 +69,66 @@ def minimize_bfgs(
     """Minimize ``fun(x, *args)`` from ``x0`` (see module docstring)."""
     vg = jax.value_and_grad(fun)
     dtype = x0.dtype
-    nx = x0.shape[0]
-    eye = jnp.eye(nx, dtype=dtype)
-    f0, g0 = vg(x0, *args)
-    gmax0 = jnp.max(jnp.abs(g0))
-    # first step of length 0.1 * max(1, |x0|) along -g; BFGS rescales H after the first step
-    H0 = eye * (0.1 * jnp.maximum(1.0, jnp.linalg.norm(x0)) / jnp.maximum(jnp.linalg.norm(g0), 1e-300))
-    init = _State(x0, f0, g0, H0, jnp.asarray(0), jnp.asarray(1), jnp.asarray(False),
-                  jnp.where(gmax0 <= gtol, 0, -1))
+    n = x0.shape[0]
+    eye = jnp.eye(n, dtype=dtype)
+    zero = jnp.asarray(0.0, dtype)
+    init = _State(
+        x=x0, f=zero, g=jnp.zeros_like(x0), H=eye, d=jnp.zeros_like(x0), slope=zero, t=zero,
+        f_trial=zero, j=jnp.asarray(0), k=jnp.asarray(0), nfev=jnp.asarray(0),
+        small=jnp.asarray(False), first=jnp.asarray(True), status=jnp.asarray(-1),
+    )
 
     def cond(s: _State):
         return s.status < 0
 
     def body(s: _State):
-        d = -s.H @ s.g
-        slope = jnp.dot(s.g, d)
-        bad = ~(slope < 0)
-        d = jnp.where(bad, -s.g / jnp.maximum(1.0, jnp.linalg.norm(s.g)), d)
-        slope = jnp.dot(s.g, d)
+        xt = s.x + s.t * s.d
+        ft, gt = vg(xt, *args)
+        nfev = s.nfev + 1
 
-        def ls_cond(c):
-            t, fn, gn, j, ok = c
-            # give up once the predicted decrease of the next trial is at rounding level
-            visible = 0.5 * t * (-slope) > 1e-15 * jnp.abs(s.f)
-            return (~ok) & (j < max_backtrack) & ((j == 0) | visible)
+        # --- initial evaluation: first step of length 0.1 max(1, |x0|) along -g
+        H0 = eye * (0.1 * jnp.maximum(1.0, jnp.linalg.norm(xt)) / jnp.maximum(jnp.linalg.norm(gt), 1e-300))
+        d0, slope0, _ = _descent(H0, gt)
+        st0 = jnp.where(jnp.isfinite(ft), jnp.where(jnp.max(jnp.abs(gt)) <= gtol, 0, -1), 1)
+        s_first = _State(xt, ft, gt, H0, d0, slope0, jnp.asarray(1.0, dtype), ft, jnp.asarray(0),
+                         s.k, nfev, jnp.asarray(False), jnp.asarray(False), st0)
 
-        def ls_body(c):
-            t, fn_prev, _, j, _ = c
-            # backtrack by minimising the quadratic through f(0), f'(0) and f(t), kept in
-            # [t/10, t/2]; a non-finite trial value just shrinks by 10
-            t_quad = -slope * t * t / (2.0 * (fn_prev - s.f - slope * t))
-            t_new = jnp.where(jnp.isfinite(fn_prev) & (t_quad > 0), jnp.clip(t_quad, 0.1 * t, 0.5 * t), 0.1 * t)
-            t = jnp.where(j == 0, t, t_new)
-            fn, gn = vg(s.x + t * d, *args)
-            ok = jnp.isfinite(fn) & (fn <= s.f + 1e-4 * t * slope) & jnp.all(jnp.isfinite(gn))
-            return t, fn, gn, j + 1, ok
-
-        t, fn, gn, nls, ok = lax.while_loop(
-            ls_cond, ls_body, (jnp.asarray(1.0, dtype), s.f, s.g, jnp.asarray(0), jnp.asarray(False))
-        )
-        xn = jnp.where(ok, s.x + t * d, s.x)
-        fn = jnp.where(ok, fn, s.f)
-        gn = jnp.where(ok, gn, s.g)
-        sv = xn - s.x
-        yv = gn - s.g
+        # --- a trial point of the line search
+        ok = jnp.isfinite(ft) & (ft <= s.f + 1e-4 * s.t * s.slope) & jnp.all(jnp.isfinite(gt))
+        # accepted: BFGS update
+        sv = xt - s.x
+        yv = gt - s.g
         sy = jnp.dot(sv, yv)
         yy = jnp.dot(yv, yv)
         H = jnp.where((s.k == 0) & (sy > 0), eye * sy / jnp.maximum(yy, 1e-300), s.H)
-        H = jnp.where(bad, eye * jnp.where(sy > 0, sy / jnp.maximum(yy, 1e-300), 1.0 / jnp.maximum(1.0, jnp.linalg.norm(s.g))), H)
         rho = 1.0 / jnp.where(sy > 0, sy, 1.0)
         V = eye - rho * jnp.outer(sv, yv)
         Hn = V @ H @ V.T + rho * jnp.outer(sv, sv)
         H = jnp.where(sy > 1e-12 * jnp.sqrt(yy * jnp.dot(sv, sv)), Hn, H)
+        d, slope, bad = _descent(H, gt)
+        H = jnp.where(bad, eye * jnp.where(sy > 0, sy / jnp.maximum(yy, 1e-300), 1.0), H)
+        d, slope, _ = _descent(H, gt)
         k = s.k + 1
-        status = jnp.where(jnp.max(jnp.abs(gn)) <= gtol, 0, -1)
-        stalled = ~ok | (s.f - fn <= 1e-14 * jnp.abs(s.f))
-        status = jnp.where((status < 0) & stalled, 1, status)
-        small = s.f - fn <= ftol * jnp.abs(s.f)
-        status = jnp.where((status < 0) & small & ((t == 1.0) | s.small), 3, status)
-        # predicted remaining decrease (BFGS Newton decrement) below tolerance: stop without
-        # spending another evaluation
-        predicted = 0.5 * jnp.dot(gn, H @ gn)
-        status = jnp.where((status < 0) & ok & (k > 1) & (predicted <= ftol * jnp.abs(fn)), 3, status)
-        status = jnp.where((status < 0) & (k >= max_iter), 2, status)
-        return _State(xn, fn, gn, H, k, s.nfev + nls, small, status)
+        st = jnp.where(jnp.max(jnp.abs(gt)) <= gtol, 0, -1)
+        st = jnp.where((st < 0) & (s.f - ft <= 1e-14 * jnp.abs(s.f)), 1, st)
+        small = s.f - ft <= ftol * jnp.abs(s.f)
+        st = jnp.where((st < 0) & small & ((s.t == 1.0) | s.small), 3, st)
+        predicted = 0.5 * jnp.dot(gt, H @ gt)
+        st = jnp.where((st < 0) & (k > 1) & (predicted <= ftol * jnp.abs(ft)), 3, st)
+        st = jnp.where((st < 0) & (k >= max_iter), 2, st)
+        s_acc = _State(xt, ft, gt, H, d, slope, jnp.asarray(1.0, dtype), ft, jnp.asarray(0), k,
+                       nfev, small, jnp.asarray(False), st)
+
+        # rejected: backtrack by the minimiser of the quadratic through f(0), f'(0), f(t),
+        # kept in [t/10, t/2] (a non-finite value shrinks by 10); give up at rounding level
+        t_quad = -s.slope * s.t * s.t / (2.0 * (ft - s.f - s.slope * s.t))
+        t_new = jnp.where(jnp.isfinite(ft) & (t_quad > 0), jnp.clip(t_quad, 0.1 * s.t, 0.5 * s.t), 0.1 * s.t)
+        visible = 0.5 * t_new * (-s.slope) > 1e-15 * jnp.abs(s.f)
+        st_rej = jnp.where(visible & (s.j + 1 < max_backtrack), -1, 1)
+        s_rej = s._replace(t=t_new, f_trial=ft, j=s.j + 1, nfev=nfev, status=st_rej)
+
+        pick = lambda a, b, c: jnp.where(s.first, a, jnp.where(ok, b, c))  # noqa: E731
+        return jax.tree_util.tree_map(pick, s_first, s_acc, s_rej)
 
     s = lax.while_loop(cond, body, init)
     return BFGSResult(s.x, s.f, s.g, s.k, s.nfev, s.status)
