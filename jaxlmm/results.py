@@ -27,6 +27,8 @@ class LmerResult:
     ``theta`` the relative covariance factor parameters in lme4's order; ``fixef``/``se``/``vcov``
     the fixed effects; ``varcorr`` and ``ranef`` as R's ``as.data.frame(VarCorr(fit))`` and
     ``as.data.frame(ranef(fit, condVar = TRUE))``.
+
+    Immutable: the pandas objects are returned as fresh copies, arrays are read-only.
     """
 
     formula: str
@@ -34,29 +36,63 @@ class LmerResult:
     objective: float
     nobs: int
     n_dropped: int
-    fixef: pd.Series
-    se: pd.Series
-    vcov: pd.DataFrame
+    _fixef: pd.Series
+    _se: pd.Series
+    _vcov: pd.DataFrame
     sigma: float
     theta: np.ndarray
     theta_names: tuple[str, ...]
-    varcorr: pd.DataFrame
+    _varcorr: pd.DataFrame
     _ranef_source: Callable[[], pd.DataFrame]
     singular: bool
-    fitted: pd.Series
-    residuals: pd.Series
+    _fitted: pd.Series
+    _residuals: pd.Series
     optinfo: types.MappingProxyType
     ngroups: types.MappingProxyType
     dropped_columns: tuple[str, ...] = ()
     weights: np.ndarray | None = None
     data_name: str | None = None
 
+    @property
+    def fixef(self) -> pd.Series:
+        """Fixed-effect estimates by coefficient name (R's names)."""
+        return self._fixef.copy()
+
+    @property
+    def se(self) -> pd.Series:
+        """Standard errors of the fixed effects."""
+        return self._se.copy()
+
+    @property
+    def vcov(self) -> pd.DataFrame:
+        """``Var(beta_hat) = sigma^2 (X' V0^{-1} X)^{-1}`` (p x p)."""
+        return self._vcov.copy()
+
+    @property
+    def varcorr(self) -> pd.DataFrame:
+        """As R's ``as.data.frame(VarCorr(fit))``: grp, var1, var2, vcov, sdcor."""
+        return self._varcorr.copy()
+
+    @property
+    def fitted(self) -> pd.Series:
+        """Conditional fitted values ``X beta + Z b + offset``, indexed like the rows used."""
+        return self._fitted.copy()
+
+    @property
+    def residuals(self) -> pd.Series:
+        """Response residuals ``y - fitted``."""
+        return self._residuals.copy()
+
     @functools.cached_property
+    def _ranef_table(self) -> pd.DataFrame:
+        return self._ranef_source()
+
+    @property
     def ranef(self) -> pd.DataFrame:
         """Conditional modes and SDs, as R's ``as.data.frame(ranef(fit, condVar = TRUE))``:
         columns grpvar, term, grp, condval, condsd (the SDs come from a selected inverse,
         computed on first access)."""
-        return self._ranef_source()
+        return self._ranef_table.copy()
 
     @property
     def df(self) -> int:
@@ -88,7 +124,7 @@ class LmerResult:
     def scaled_residuals(self) -> np.ndarray:
         """Pearson residuals divided by sigma: ``sqrt(w) (y - fitted) / sigma``."""
         w = np.ones(len(self.residuals)) if self.weights is None else self.weights
-        return np.sqrt(w) * self.residuals.to_numpy() / self.sigma
+        return np.sqrt(w) * self._residuals.to_numpy() / self.sigma
 
     def summary(self) -> "Summary":
         """What lme4's ``summary()`` prints: criterion, residuals, random and fixed effects."""
