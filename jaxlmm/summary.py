@@ -24,10 +24,16 @@ def _table(rows: list[list[str]], header: list[str], align_left: int = 1) -> lis
 
 
 def _abbrev(name: str, n: int = 6) -> str:
-    if len(name) <= n:
-        return name
-    s = name.replace("(", "").replace(")", "")
-    return s[:n]
+    """R's ``abbreviate(name, minlength = 6)`` in outline: drop lower-case vowels from the right,
+    then lower-case letters from the right, then truncate (``(Intercept)`` -> ``(Intr)``)."""
+    chars = list(name)
+    for pool in ("aeiou", "abcdefghijklmnopqrstuvwxyz"):
+        k = len(chars) - 1
+        while len(chars) > n and k > 0:
+            if chars[k] in pool:
+                del chars[k]
+            k -= 1
+    return "".join(chars[:n]) if len(chars) > n else "".join(chars)
 
 
 def format_summary(fit: "LmerResult") -> str:
