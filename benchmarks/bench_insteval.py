@@ -74,6 +74,17 @@ def _jsonable(v):
     return repr(v)
 
 
+def _time_fits(fit_once, repeats: int):
+    """First fit, marker line, then ``repeats`` more: (first seconds, later seconds, last result)."""
+    first_s, *result = fit_once()
+    print(common.FIRST_FIT_MARKER, flush=True)
+    times = []
+    for _ in range(repeats):
+        dt, *result = fit_once()
+        times.append(dt)
+    return first_s, times, result
+
+
 def _worker_jaxlmm(repeats: int) -> dict:
     t0 = time.perf_counter()
     df = load_data()
@@ -95,12 +106,7 @@ def _worker_jaxlmm(repeats: int) -> dict:
         fixef = {str(k): float(v) for k, v in fit.fixef.items()}
         return time.perf_counter() - t, fit, obj, theta, fixef
 
-    first_s, fit, obj, theta, fixef = fit_once()
-    print(common.FIRST_FIT_MARKER, flush=True)
-    times = []
-    for _ in range(repeats):
-        dt, fit, obj, theta, fixef = fit_once()
-        times.append(dt)
+    first_s, times, (fit, obj, theta, fixef) = _time_fits(fit_once, repeats)
 
     optinfo = {str(k): _jsonable(v) for k, v in dict(getattr(fit, "optinfo", {}) or {}).items()}
     return {
@@ -147,12 +153,7 @@ def _worker_mixedlm(repeats: int) -> dict:
         obj = float(res.REMLcrit())
         return time.perf_counter() - t, res, obj
 
-    first_s, res, obj = fit_once()
-    print(common.FIRST_FIT_MARKER, flush=True)
-    times = []
-    for _ in range(repeats):
-        dt, res, obj = fit_once()
-        times.append(dt)
+    first_s, times, (res, obj) = _time_fits(fit_once, repeats)
     fixef = res.fixef() if callable(res.fixef) else res.fixef
     return {
         "data_load_s": t_data,
