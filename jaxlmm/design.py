@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ArgumentError, DataError, FormulaError, RankDeficiencyWarning
-from .formula import ParsedFormula, RandomTerm, parse_formula
+from .formula import ParsedFormula, parse_formula
 
 
 @dataclasses.dataclass(frozen=True)

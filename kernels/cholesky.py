@@ -189,9 +189,3 @@ def blocked_log_diagonal(s: BlockStructure, diag: list, off: dict, n_trailing: i
     bd = [jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1)) for L in Ld]
     lead, trail = cholesky_log_diagonal(T, n_trailing, host_lapack)
     return bd, lead, trail
-
-
-def log_diagonal(f: BlockedFactor) -> tuple[list, jnp.ndarray]:
-    """``log diag L`` per block-diagonal stage (``(nlevels, p)`` each) and for the tail ``(m,)``."""
-    bd = [jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1)) for L in f.diag]
-    return bd, jnp.log(jnp.diagonal(f.tail))

@@ -81,9 +81,6 @@ class BlockStructure:
     def tail_offset(self, i: int) -> int:
         return self.tail_offsets[i - self.n_bd]
 
-    def nnz(self, i: int, j: int) -> int:
-        return int(self.rows[key_name(i, j)].shape[0])
-
 
 jax.tree_util.register_dataclass(
     BlockStructure,

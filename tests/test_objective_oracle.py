@@ -51,7 +51,7 @@ def problems(draw, max_levels=4, n_range=(30, 60)):
     n = draw(st.integers(*n_range))
     n_terms = draw(st.integers(1, 3))
     data = {"x1": rng.normal(size=n), "x2": rng.normal(size=n)}
-    terms, raw = [], []
+    terms = []
     nested = draw(st.booleans()) and n_terms >= 2
     for k in range(n_terms):
         nlev = draw(st.integers(2, max_levels))
