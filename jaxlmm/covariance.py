@@ -63,20 +63,23 @@ def templates_np(theta: np.ndarray, specs) -> list[np.ndarray]:
     return out
 
 
-def rectify(theta: np.ndarray, specs) -> np.ndarray:
-    """Flip the sign of template columns with a negative diagonal (``T T'`` is unchanged)."""
+def rectify(theta: np.ndarray, specs) -> tuple[np.ndarray, np.ndarray]:
+    """Flip the sign of template columns with a negative diagonal (``T T'`` is unchanged).
+
+    Returns the rectified theta and the sign (+1/-1) applied to each entry.
+    """
     theta = np.array(theta, dtype=np.float64)
+    sign = np.ones_like(theta)
     k = 0
     for s in specs:
-        block = theta[k : k + s.size]
         for c in range(s.p):
-            sel = [a for a in range(s.size) if s.cols[a] == c]
-            d = [a for a in sel if s.rows[a] == c][0]
-            if block[d] < 0:
-                block[sel] = -block[sel]
-        theta[k : k + s.size] = block
+            sel = [k + a for a in range(s.size) if s.cols[a] == c]
+            d = [k + a for a in range(s.size) if s.cols[a] == c and s.rows[a] == c][0]
+            if theta[d] < 0:
+                theta[sel] = -theta[sel]
+                sign[sel] = -1.0
         k += s.size
-    return theta
+    return theta, sign
 
 
 def diagonal_mask(specs) -> np.ndarray:

@@ -62,11 +62,10 @@ def fit_theta(M: ModelArrays, theta0: np.ndarray | None = None, max_iter: int = 
     """Minimise the profiled objective over theta from ``theta0`` (call under float64)."""
     x0 = theta_start(M.specs) if theta0 is None else np.asarray(theta0, dtype=np.float64)
     r = _bfgs(jnp.asarray(x0), M, max_iter=max_iter)
-    x = np.asarray(r.x)
-    theta = rectify(x, M.specs)
+    theta, sign = rectify(np.asarray(r.x), M.specs)
     f = float(r.fun)
     # the objective is even in the sign of each template column: flip the gradient with it
-    g = np.asarray(r.grad) * np.where(theta == x, 1.0, -1.0)
+    g = np.asarray(r.grad) * sign
     n_evals = int(r.nfev)
     # snap boundary values (tiny diagonal template entries) to exactly zero when that is no worse
     diag = diagonal_mask(M.specs)
