@@ -39,7 +39,7 @@ def template_spec(p: int, uncorrelated: bool) -> TemplateSpec:
 
 def theta_start(specs: tuple[TemplateSpec, ...]) -> np.ndarray:
     """lme4's start: identity templates."""
-    return np.concatenate([np.array(s.diagonal, dtype=np.float64) for s in specs])
+    return diagonal_mask(specs).astype(np.float64)
 
 
 def templates(theta, specs: tuple[TemplateSpec, ...]) -> list:

@@ -48,6 +48,7 @@ class ThetaFit:
     status: int
     converged: bool
     message: str
+    singular: bool  # lme4's isSingular: a diagonal template entry below SINGULAR_TOL
 
 
 _MESSAGES = {
@@ -83,6 +84,7 @@ def fit_theta(M: ModelArrays, theta0: np.ndarray | None = None, max_iter: int = 
     return ThetaFit(
         theta=theta, objective=f, grad=g, n_iter=int(r.n_iter), n_evals=n_evals,
         status=status, converged=converged, message=_MESSAGES.get(status, "unknown"),
+        singular=bool(np.any(theta[diag] < SINGULAR_TOL)),
     )
 
 

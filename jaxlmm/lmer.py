@@ -12,7 +12,7 @@ import pandas as pd
 from .covariance import template_spec
 from .design import Design, build_design
 from .errors import ArgumentError, FitWarning
-from .fit import SINGULAR_TOL, conditional_estimates, fit_theta
+from .fit import conditional_estimates, fit_theta
 from .gram import gram_blocks
 from .objective import model_arrays
 from .precision import float64
@@ -122,8 +122,7 @@ def lmer(
         theta0 = moment_start(design, specs) if start is None else start
         tf = fit_theta(M, theta0, max_iter=max_iter)
         cond = conditional_estimates(tf.theta, M)
-    diag = np.concatenate([np.array(s.diagonal) for s in specs])
-    singular = bool(np.any(tf.theta[diag] < SINGULAR_TOL))
+    singular = tf.singular
 
     x_names = list(design.x_names)
     fixef = pd.Series(cond.beta, index=x_names, name="estimate")

@@ -123,12 +123,21 @@ def _pattern(rows, cols, shape) -> sp.csc_matrix:
     return m
 
 
+def _binary(m) -> sp.csc_matrix:
+    """The 0/1 pattern of a sparse matrix (CSC, sorted indices)."""
+    m = m.tocsc()
+    m.data[:] = 1
+    m = m.astype(np.int8)
+    m.sort_indices()
+    return m
+
+
 def _bool_product(a: sp.csc_matrix, b: sp.csc_matrix) -> sp.csc_matrix:
-    p = (a.astype(np.int64) @ b.T.astype(np.int64)).tocsc()
-    p.data[:] = 1
-    p = p.astype(np.int8)
-    p.sort_indices()
-    return p
+    return _binary(a.astype(np.int64) @ b.T.astype(np.int64))
+
+
+def _pattern_union(a: sp.csc_matrix, b: sp.csc_matrix) -> sp.csc_matrix:
+    return _binary(a.astype(np.int64) + b.astype(np.int64))
 
 
 def analyze(
@@ -267,11 +276,3 @@ def analyze(
         bd_keys=tuple(bd_keys), tail_keys=tuple(tail_keys), input_keys=input_keys,
         updates=tuple(updates),
     )
-
-
-def _pattern_union(a: sp.csc_matrix, b: sp.csc_matrix) -> sp.csc_matrix:
-    u = (a.astype(np.int64) + b.astype(np.int64)).tocsc()
-    u.data[:] = 1
-    u = u.astype(np.int8)
-    u.sort_indices()
-    return u
