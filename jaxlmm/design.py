@@ -32,6 +32,7 @@ class TermDesign:
     columns: np.ndarray  # (n, p_i) float64
     column_names: tuple[str, ...]
     uncorrelated: bool
+    spec: Any = None  # formulaic ModelSpec of ``expr`` (encodes new data the same way)
 
     @property
     def n_levels(self) -> int:
@@ -57,6 +58,8 @@ class Design:
     terms: tuple[TermDesign, ...]
     n_dropped: int
     row_index: pd.Index
+    x_spec: Any = None  # formulaic ModelSpec of the fixed part (before aliased columns were dropped)
+    x_all_names: tuple[str, ...] = ()  # X's column names before dropping aliased ones
 
     @property
     def n(self) -> int:
@@ -98,13 +101,18 @@ def _required(expr: str, what: str, label: str | None = None) -> set[str]:
 
 
 def _model_matrix(
-    expr: str, df: pd.DataFrame, what: str, label: str | None = None
-) -> tuple[np.ndarray, list[str]]:
+    expr, df: pd.DataFrame, what: str, label: str | None = None
+) -> tuple[np.ndarray, list[str], Any]:
+    """``(matrix, R-style names, formulaic ModelSpec)`` of ``expr`` (a formula string, or the
+    ModelSpec of an earlier fit to encode new data the same way)."""
     import formulaic
 
-    label = label or repr(expr)
+    label = label or repr(getattr(expr, "formula", expr))
     try:
-        mm = formulaic.model_matrix(expr, df, na_action="ignore")
+        if isinstance(expr, str):
+            mm = formulaic.model_matrix(expr, df, na_action="ignore")
+        else:
+            mm = expr.get_model_matrix(df, na_action="ignore")
     except Exception as e:
         raise FormulaError(f"cannot build the model matrix of {what} {label}: {e}") from None
     names = [r_style_name(str(c)) for c in mm.columns]
@@ -113,7 +121,7 @@ def _model_matrix(
     if bad.any():
         col = names[int(np.nonzero(bad.any(axis=0))[0][0])]
         raise DataError(f"{what} {label}: column {col!r} has non-finite values (e.g. log of a non-positive number)")
-    return arr, names
+    return arr, names, mm.model_spec
 
 
 def _level_labels(values: pd.Series) -> tuple[np.ndarray, list[str]]:
@@ -258,7 +266,7 @@ def build_design(formula: str | ParsedFormula, data: Any, *, weights=None, offse
         )
     sub = sub.loc[mask]
     if not resp_is_col:
-        yv, _ = _model_matrix("0 + " + resp_expr, sub, "response", repr(pf.response))
+        yv, _, _ = _model_matrix("0 + " + resp_expr, sub, "response", repr(pf.response))
         if yv.shape[1] != 1:
             raise DataError(f"response {pf.response!r} must be one numeric column")
         y = yv[:, 0]
@@ -270,7 +278,8 @@ def build_design(formula: str | ParsedFormula, data: Any, *, weights=None, offse
         if not np.isfinite(y).all():
             raise DataError(f"response column {pf.response!r} has infinite values")
 
-    X, x_names = _model_matrix(pf.fixed, sub, "fixed-effects part")
+    X, x_names, x_spec = _model_matrix(pf.fixed, sub, "fixed-effects part")
+    x_all_names = tuple(x_names)
     drop = _aliased(X)
     dropped = tuple(x_names[k] for k in drop)
     if drop:
@@ -287,7 +296,7 @@ def build_design(formula: str | ParsedFormula, data: Any, *, weights=None, offse
     n = len(y)
     terms = []
     for t in pf.random:
-        Zi, znames = _model_matrix(t.expr, sub, f"random-effects term {t}")
+        Zi, znames, zspec = _model_matrix(t.expr, sub, f"random-effects term {t}")
         if Zi.shape[1] == 0:
             raise FormulaError(f"random-effects term {t} has no columns")
         codes, labels = _grouping(sub, t.factors)
@@ -309,7 +318,7 @@ def build_design(formula: str | ParsedFormula, data: Any, *, weights=None, offse
         terms.append(
             TermDesign(
                 name=t.name, factors=t.factors, expr=t.expr, codes=codes, levels=tuple(labels),
-                columns=Zi, column_names=tuple(znames), uncorrelated=t.uncorrelated,
+                columns=Zi, column_names=tuple(znames), uncorrelated=t.uncorrelated, spec=zspec,
             )
         )
     nl = [t.n_levels for t in terms]
@@ -323,4 +332,5 @@ def build_design(formula: str | ParsedFormula, data: Any, *, weights=None, offse
     return Design(
         formula=pf, response=pf.response, y=y, X=X, x_names=tuple(x_names), dropped_columns=dropped,
         weights=w, offset=off, terms=tuple(terms), n_dropped=n_dropped, row_index=sub.index,
+        x_spec=x_spec, x_all_names=x_all_names,
     )

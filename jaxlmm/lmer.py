@@ -13,8 +13,7 @@ from .covariance import template_spec
 from .design import Design, build_design
 from .errors import ArgumentError, FitWarning
 from .fit import conditional_estimates, fit_theta
-from .gram import gram_blocks
-from .objective import model_arrays
+from .model import LmerModel
 from .precision import float64
 from .results import LmerResult, make_mapping
 from .start import moment_start
@@ -115,10 +114,9 @@ def lmer(
             raise ArgumentError(f"start has {start.shape[0]} values; this model has {ntheta} theta parameters")
     if reml and design.n <= design.p:
         raise ArgumentError(f"REML needs more observations ({design.n}) than fixed effects ({design.p})")
-    gram = gram_blocks(design)
+    model = LmerModel.from_design(design)
     with float64():
-        M = model_arrays(gram, specs, n=design.n, p=design.p, reml=bool(reml),
-                         log_det_w=float(np.sum(np.log(design.weights))))
+        M = model.arrays(reml)
         theta0 = moment_start(design, specs) if start is None else start
         tf = fit_theta(M, theta0, max_iter=max_iter)
         cond = conditional_estimates(tf.theta, M)
@@ -176,6 +174,8 @@ def lmer(
         dropped_columns=design.dropped_columns,
         weights=_ro(design.weights),
         data_name=None,
+        _model=model,
+        _b=tuple(_ro(bi) for bi in cond.b),
     )
     if warn_msgs:
         warnings.warn("; ".join(warn_msgs) + " (details in fit.optinfo)", FitWarning, stacklevel=2)

@@ -104,13 +104,26 @@ def factor(theta, M: ModelArrays) -> BlockedFactor:
 def objective_from_log_diagonal(bd: list, lead, trail, M: ModelArrays):
     """The criterion from ``log diag L``: block-diagonal stages ``bd``; the tail's random-effects
     part summed (``lead``); the tail's last ``p + 1`` entries (X and y) in ``trail``."""
-    ld_l2 = 2.0 * (sum(jnp.sum(b) for b in bd) + lead)
-    r2 = jnp.exp(2.0 * trail[-1])
+    ld_l2, ld_rx2, r2 = _parts_from_log_diagonal(bd, lead, trail, M)
     if M.reml:
-        ld_rx2 = 2.0 * jnp.sum(trail[: M.p])
         nu = M.n - M.p
         return ld_l2 + ld_rx2 + nu * (1.0 + jnp.log(2.0 * np.pi * r2 / nu)) - M.log_det_w
     return ld_l2 + M.n * (1.0 + jnp.log(2.0 * np.pi * r2 / M.n)) - M.log_det_w
+
+
+def _parts_from_log_diagonal(bd, lead, trail, M: ModelArrays):
+    ld_l2 = 2.0 * (sum(jnp.sum(b) for b in bd) + lead)
+    ld_rx2 = 2.0 * jnp.sum(trail[: M.p])
+    r2 = jnp.exp(2.0 * trail[-1])
+    return ld_l2, ld_rx2, r2
+
+
+def deviance_parts(theta, M: ModelArrays):
+    """``(log|L_Z|^2, log|L_X|^2, r^2)`` at ``theta``: the penalised residual sum of squares
+    ``r^2 = min_{beta,u} |W^{1/2}(y - X beta - Z Lambda u)|^2 + |u|^2`` and the log-determinants."""
+    diag, off = scaled_blocks(theta, M)
+    bd, lead, trail = blocked_log_diagonal(M.structure, diag, off, M.p + 1, M.host_lapack)
+    return _parts_from_log_diagonal(bd, lead, trail, M)
 
 
 def objective(theta, M: ModelArrays):
@@ -118,3 +131,29 @@ def objective(theta, M: ModelArrays):
     diag, off = scaled_blocks(theta, M)
     bd, lead, trail = blocked_log_diagonal(M.structure, diag, off, M.p + 1, M.host_lapack)
     return objective_from_log_diagonal(bd, lead, trail, M)
+
+
+def deviance_varpar(varpar, M: ModelArrays):
+    """``-2 log L`` (restricted for ``M.reml``) at ``varpar = (theta, sigma)``, sigma not profiled:
+
+        ML:   log|L_Z|^2 + r^2 / sigma^2 + n log(2 pi sigma^2) - log|W|
+        REML: the same plus log|L_X|^2, with n - p in place of n.
+
+    (lmerTest's ``devfun_vp``; equals :func:`objective` at ``sigma^2 = r^2 / nu``.)
+    """
+    theta, sigma = varpar[:-1], varpar[-1]
+    ld_l2, ld_rx2, r2 = deviance_parts(theta, M)
+    s2 = sigma**2
+    nu = M.n - M.p if M.reml else M.n
+    d = ld_l2 + r2 / s2 + nu * jnp.log(2.0 * np.pi * s2) - M.log_det_w
+    return d + ld_rx2 if M.reml else d
+
+
+def unscaled_vcov(theta, M: ModelArrays):
+    """``(L_X L_X')^{-1}`` at ``theta`` (p x p): ``Var(beta_hat) = sigma^2`` times this.
+    Differentiable in both modes (XLA factorization)."""
+    f = factor(theta, M)
+    mz = M.m_z_tail
+    LX = f.tail[mz : mz + M.p, mz : mz + M.p]
+    Linv = jax.scipy.linalg.solve_triangular(LX, jnp.eye(M.p, dtype=LX.dtype), lower=True)
+    return Linv.T @ Linv

@@ -52,6 +52,8 @@ class LmerResult:
     dropped_columns: tuple[str, ...] = ()
     weights: np.ndarray | None = None
     data_name: str | None = None
+    _model: Any = None  # jaxlmm.model.LmerModel: design and Gram blocks, for inference and refits
+    _b: tuple = ()  # conditional modes per term (levels_i, p_i), term order of the design
 
     @property
     def fixef(self) -> pd.Series:

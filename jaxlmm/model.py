@@ -1,0 +1,125 @@
+"""The fitted model's structure: design, Gram blocks and the objective's constants (lme4's
+``lFormula`` + ``mkLmerDevfun``), kept on the result for inference, prediction and refits.
+
+Everything that depends on the response ``y`` enters the Gram matrix only through the last
+column of its ``XY`` stage: ``X' W y``, ``y' W y`` and ``Z_i' W y``. :meth:`LmerModel.response_blocks`
+recomputes those for new responses (one pass over the rows per response, never per theta), so
+refits, bootstrap replicates and profiles reuse one compiled program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
+
+from .covariance import TemplateSpec, template_spec
+from .design import Design
+from .gram import Gram, gram_blocks
+from .kernels.structure import key_name
+from .objective import ModelArrays, model_arrays
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LmerModel:
+    """Design plus blocked Gram matrix ``[Z X y]' W [Z X y]`` of one model."""
+
+    design: Design
+    specs: tuple[TemplateSpec, ...]
+    gram: Gram
+    _cache: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_design(cls, design: Design) -> "LmerModel":
+        specs = tuple(template_spec(t.width, t.uncorrelated) for t in design.terms)
+        return cls(design=design, specs=specs, gram=gram_blocks(design))
+
+    @property
+    def n(self) -> int:
+        return self.design.n
+
+    @property
+    def p(self) -> int:
+        return self.design.p
+
+    @property
+    def n_theta(self) -> int:
+        return sum(s.size for s in self.specs)
+
+    @property
+    def log_det_w(self) -> float:
+        return float(np.sum(np.log(self.design.weights)))
+
+    def arrays(self, reml: bool, host_lapack: bool | None = None) -> ModelArrays:
+        """Device arrays of the objective (call under ``float64()``); cached per flags."""
+        key = (bool(reml), host_lapack)
+        if key not in self._cache:
+            self._cache[key] = model_arrays(self.gram, self.specs, n=self.n, p=self.p, reml=bool(reml),
+                                            log_det_w=self.log_det_w, host_lapack=host_lapack)
+        return self._cache[key]
+
+    # --- the response-dependent blocks ---------------------------------------------------
+
+    @functools.cached_property
+    def _zw(self) -> list[sp.csr_matrix]:
+        """Per term ``Z_i' W`` as a sparse ``(levels_i * p_i, n)`` matrix."""
+        d = self.design
+        out = []
+        rows = np.arange(d.n)
+        for t in d.terms:
+            pw = t.width
+            r = (t.codes.astype(np.int64)[:, None] * pw + np.arange(pw)[None, :]).ravel()
+            c = np.repeat(rows, pw)
+            v = (t.columns * d.weights[:, None]).ravel()
+            out.append(sp.csr_matrix((v, (r, c)), shape=(t.n_levels * pw, d.n)))
+        return out
+
+    def response_blocks(self, Y: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """For responses ``Y (n, B)`` (offset already subtracted): the XY stage's diagonal block
+        ``(B, p+1, p+1)`` and, per term, the ``(B, levels_i, p+1, p_i)`` blocks of ``XY' W Z_i``."""
+        d = self.design
+        Y = np.asarray(Y, dtype=np.float64)
+        if Y.ndim == 1:
+            Y = Y[:, None]
+        B = Y.shape[1]
+        p = d.p
+        wX = d.X * d.weights[:, None]
+        WY = Y * d.weights[:, None]
+        XtX = d.X.T @ wX
+        XtY = wX.T @ Y  # (p, B)
+        yty = np.einsum("nb,nb->b", Y, WY)
+        D = np.empty((B, p + 1, p + 1))
+        D[:, :p, :p] = XtX
+        D[:, :p, p] = XtY.T
+        D[:, p, :p] = XtY.T
+        D[:, p, p] = yty
+        k = len(d.terms)
+        base = [self.gram.off[key_name(k, j)] for j in range(k)]  # (levels, p+1, p_j)
+        offs = []
+        for j, t in enumerate(d.terms):
+            zy = (self._zw[j] @ Y).T.reshape(B, t.n_levels, t.width)  # (B, levels, p_j)
+            o = np.broadcast_to(base[j][None], (B,) + base[j].shape).copy()
+            o[:, :, p, :] = zy
+            offs.append(o)
+        return D, offs
+
+
+def with_response(M: ModelArrays, D, offs) -> ModelArrays:
+    """``M`` with the XY-stage blocks of another response (one replicate; jax arrays)."""
+    k = M.n_terms
+    diag = list(M.diag[:k]) + [D]
+    off = dict(M.off)
+    for j in range(k):
+        off[key_name(k, j)] = offs[j]
+    return dataclasses.replace(M, diag=diag, off=off)
+
+
+def template_specs(design: Design) -> tuple[TemplateSpec, ...]:
+    return tuple(template_spec(t.width, t.uncorrelated) for t in design.terms)
+
+
+def as_device(D, offs):
+    return jnp.asarray(D), [jnp.asarray(o) for o in offs]
