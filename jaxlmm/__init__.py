@@ -4,6 +4,9 @@ Cholesky in JAX.
 Data flow: ``formula`` (lme4 bars) -> ``design`` (X, level codes, per-row columns) -> ``gram``
 (blocked ``[Z X y]' W [Z X y]``) -> ``objective`` (profiled criterion over ``kernels``) ->
 ``optimize``/``fit`` (BFGS with exact gradients) -> ``results`` (:class:`LmerResult`).
+Inference on a fit: ``inference`` (exact Hessians, delta method), ``ddf`` (Satterthwaite,
+Kenward–Roger), ``intervals``, ``profile``, ``anova``, ``predict``, ``simulate`` (refits and
+the vmapped parametric bootstrap).
 """
 
 def _map_source_kernels() -> None:
@@ -32,10 +35,12 @@ from .errors import (  # noqa: E402
     DataError,
     FitWarning,
     FormulaError,
+    InferenceWarning,
     JaxlmmError,
     JaxlmmWarning,
     RankDeficiencyWarning,
 )
+from .anova import anova  # noqa: E402
 from .lmer import lmer  # noqa: E402
 from .results import LmerResult  # noqa: E402
 
@@ -43,6 +48,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "lmer",
+    "anova",
     "LmerResult",
     "JaxlmmError",
     "FormulaError",
@@ -51,5 +57,6 @@ __all__ = [
     "JaxlmmWarning",
     "FitWarning",
     "RankDeficiencyWarning",
+    "InferenceWarning",
     "__version__",
 ]

@@ -60,6 +60,7 @@ class Design:
     row_index: pd.Index
     x_spec: Any = None  # formulaic ModelSpec of the fixed part (before aliased columns were dropped)
     x_all_names: tuple[str, ...] = ()  # X's column names before dropping aliased ones
+    offset_column: str | None = None  # the data column the offset came from, if any
 
     @property
     def n(self) -> int:
@@ -140,6 +141,21 @@ def _level_labels(values: pd.Series) -> tuple[np.ndarray, list[str]]:
             "(e.g. numbers and strings); convert it to str or to a pandas Categorical"
         ) from None
     return codes.astype(np.int64), [_label(u) for u in uniq]
+
+
+def row_labels(df: pd.DataFrame, factors: tuple[str, ...]) -> np.ndarray:
+    """Each row's level label of the grouping ``a:b:...`` as :func:`_grouping` spells it
+    (object array; None where a value is missing)."""
+    parts = []
+    for f in factors:
+        col = df[f]
+        miss = col.isna().to_numpy()
+        lab = np.array([None if m else _label(v) for v, m in zip(col.tolist(), miss)], dtype=object)
+        parts.append(lab)
+    out = parts[0]
+    for lab in parts[1:]:
+        out = np.array([None if a is None or b is None else f"{a}:{b}" for a, b in zip(out, lab)], dtype=object)
+    return out
 
 
 def _label(v) -> str:
@@ -332,5 +348,5 @@ def build_design(formula: str | ParsedFormula, data: Any, *, weights=None, offse
     return Design(
         formula=pf, response=pf.response, y=y, X=X, x_names=tuple(x_names), dropped_columns=dropped,
         weights=w, offset=off, terms=tuple(terms), n_dropped=n_dropped, row_index=sub.index,
-        x_spec=x_spec, x_all_names=x_all_names,
+        x_spec=x_spec, x_all_names=x_all_names, offset_column=o_col,
     )

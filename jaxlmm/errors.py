@@ -34,3 +34,8 @@ class FitWarning(JaxlmmWarning):
 
 class RankDeficiencyWarning(JaxlmmWarning):
     """Aliased fixed-effect columns were dropped."""
+
+
+class InferenceWarning(JaxlmmWarning):
+    """An inference is approximate or not available (e.g. Wald intervals at a boundary estimate,
+    a Hessian that is not positive definite, bootstrap replicates that did not converge)."""

@@ -115,6 +115,15 @@ def lmer(
     if reml and design.n <= design.p:
         raise ArgumentError(f"REML needs more observations ({design.n}) than fixed effects ({design.p})")
     model = LmerModel.from_design(design)
+    return fit_model(model, reml=bool(reml), start=start, max_iter=max_iter, t0=t0, stacklevel=3)
+
+
+def fit_model(model: LmerModel, *, reml: bool, start: np.ndarray | None = None, max_iter: int = 1000,
+              t0: float | None = None, stacklevel: int = 2) -> LmerResult:
+    """Optimise theta for a built model and assemble the result (lme4's optimizeLmer + mkMerMod)."""
+    t0 = time.perf_counter() if t0 is None else t0
+    design = model.design
+    specs = model.specs
     with float64():
         M = model.arrays(reml)
         theta0 = moment_start(design, specs) if start is None else start
@@ -178,7 +187,7 @@ def lmer(
         _b=tuple(_ro(bi) for bi in cond.b),
     )
     if warn_msgs:
-        warnings.warn("; ".join(warn_msgs) + " (details in fit.optinfo)", FitWarning, stacklevel=2)
+        warnings.warn("; ".join(warn_msgs) + " (details in fit.optinfo)", FitWarning, stacklevel=stacklevel)
     return result
 
 

@@ -107,6 +107,21 @@ class LmerModel:
         return D, offs
 
 
+def model_with_response(model: LmerModel, y: np.ndarray) -> LmerModel:
+    """The same design and Gram blocks with the response ``y (n,)`` in place of the fitted one
+    (the Z/X parts are shared; only ``XY' W [Z X y]`` is recomputed)."""
+    d = model.design
+    y = np.asarray(y, dtype=np.float64)
+    D, offs = model.response_blocks((y - d.offset)[:, None])
+    k = len(d.terms)
+    diag = list(model.gram.diag[:k]) + [D[0]]
+    off = dict(model.gram.off)
+    for j in range(k):
+        off[key_name(k, j)] = offs[j][0]
+    gram = dataclasses.replace(model.gram, diag=diag, off=off)
+    return LmerModel(design=dataclasses.replace(d, y=y), specs=model.specs, gram=gram)
+
+
 def with_response(M: ModelArrays, D, offs) -> ModelArrays:
     """``M`` with the XY-stage blocks of another response (one replicate; jax arrays)."""
     k = M.n_terms

@@ -72,8 +72,11 @@ class LmerResult:
 
     @property
     def varcorr(self) -> pd.DataFrame:
-        """As R's ``as.data.frame(VarCorr(fit))``: grp, var1, var2, vcov, sdcor."""
-        return self._varcorr.copy()
+        """As R's ``as.data.frame(VarCorr(fit))``: grp, var1, var2, vcov, sdcor; plus ``se``, the
+        Wald standard error of ``sdcor`` (delta method from the exact Hessian of the deviance in
+        ``(theta, sigma)``; NaN for a term at the boundary). The first access computes the
+        Hessian."""
+        return self._varcorr_se.copy()
 
     @property
     def fitted(self) -> pd.Series:
@@ -127,6 +130,125 @@ class LmerResult:
         """Pearson residuals divided by sigma: ``sqrt(w) (y - fitted) / sigma``."""
         w = np.ones(len(self.residuals)) if self.weights is None else self.weights
         return np.sqrt(w) * self._residuals.to_numpy() / self.sigma
+
+    # --- inference (jaxlmm.inference, jaxlmm.ddf) ----------------------------------------
+
+    @functools.cached_property
+    def hessian(self) -> np.ndarray:
+        """Exact Hessian of ``objective`` with respect to ``theta`` at the optimum ``(k, k)``
+        (lme4's parametrisation; compare ``fit@optinfo$derivs$Hessian``)."""
+        from .inference import theta_hessian
+
+        return _frozen(theta_hessian(self._model, self.theta, self.reml))
+
+    @functools.cached_property
+    def _varpar_hessian(self) -> np.ndarray:
+        from .inference import varpar_hessian
+
+        return varpar_hessian(self._model, self.theta, self.sigma, self.reml)
+
+    @functools.cached_property
+    def _vcov_varpar(self) -> pd.DataFrame:
+        from .inference import covariance_from_hessian
+
+        A, _ = covariance_from_hessian(self._varpar_hessian)
+        names = list(self.theta_names) + ["sigma"]
+        return pd.DataFrame(A, index=names, columns=names)
+
+    @property
+    def vcov_varpar(self) -> pd.DataFrame:
+        """Asymptotic covariance of ``(theta, sigma)``: ``2 H^{-1}`` with ``H`` the exact Hessian
+        of ``-2 log L`` (restricted for REML) at the optimum (lmerTest's ``vcov_varpar``)."""
+        return self._vcov_varpar.copy()
+
+    @functools.cached_property
+    def _sdcor_names(self) -> tuple[str, ...]:
+        from .parameters import sdcor_names
+
+        return tuple(sdcor_names(self._model.design, self._model.specs))
+
+    @functools.cached_property
+    def _sdcor_table(self) -> pd.DataFrame:
+        from .inference import sdcor_table
+
+        return sdcor_table(self)
+
+    @functools.cached_property
+    def _varcorr_se(self) -> pd.DataFrame:
+        from .inference import varcorr_with_se
+
+        return varcorr_with_se(self)
+
+    def confint(self, method: str = "wald", level: float = 0.95, parm=None, **kwargs) -> pd.DataFrame:
+        """Confidence intervals in lme4's row order (sd/cor per term in theta order, sigma,
+        then fixed effects), columns ``lower``, ``upper``.
+
+        ``method``: ``"wald"`` (fixed effects ``beta +- z se``; variance parameters by the delta
+        method from the exact Hessian, NaN for boundary estimates), ``"profile"``
+        (profile likelihood, as lme4's default; ML refit for REML fits, as lme4), ``"boot"``
+        (percentile intervals of a parametric bootstrap: ``n``, ``seed`` or ``replicates=``
+        a frame from :meth:`bootstrap`). ``parm``: names to keep.
+        """
+        from .intervals import confint
+
+        return confint(self, method=method, level=level, parm=parm, **kwargs)
+
+    def coef_table(self, ddf: str | None = "satterthwaite") -> pd.DataFrame:
+        """Fixed effects with tests: columns ``estimate, std_error, df, t, p``.
+
+        ``ddf``: ``"satterthwaite"`` (lmerTest), ``"kenward-roger"`` (pbkrtest: adjusted
+        standard errors too), ``"residual"`` (n - p), ``None`` (z tests, infinite df).
+        """
+        from .ddf import coef_table
+
+        return coef_table(self, ddf)
+
+    def test(self, L, ddf: str = "satterthwaite", rhs=None) -> pd.Series:
+        """F test of ``L beta = rhs`` (``L``: q x p array, a DataFrame with coefficient columns or
+        a dict of weights): ``F, num_df, den_df, p`` with a Satterthwaite or Kenward–Roger
+        denominator df."""
+        from .ddf import hypothesis_test
+
+        return hypothesis_test(self, L, ddf, rhs)
+
+    # --- prediction, simulation, refits (jaxlmm.predict, jaxlmm.simulate) ------------------
+
+    def predict(self, newdata=None, re: bool = True, new_levels: str = "population") -> pd.Series:
+        """Predictions ``X beta + offset (+ Z b if re)``. ``newdata``: a frame with the model's
+        columns (default: the rows used in the fit). ``new_levels`` for unseen grouping levels:
+        ``"population"`` (random effect 0), ``"error"`` or ``"nan"``."""
+        from .predict import predict
+
+        return predict(self, newdata=newdata, re=re, new_levels=new_levels)
+
+    def simulate(self, n: int = 1, seed=None, re: bool = True) -> pd.DataFrame:
+        """``n`` responses simulated from the fitted model (one column each, rows as the fit).
+        ``re=True`` draws new random effects ``b ~ N(0, sigma^2 Lambda Lambda')`` (lme4's
+        default); ``re=False`` keeps the conditional modes. Residuals ``N(0, sigma^2 / w)``."""
+        from .simulate import simulate
+
+        return simulate(self, n=n, seed=seed, re=re)
+
+    def refit(self, y) -> "LmerResult":
+        """The same model refitted to a new response ``y`` (length ``nobs``), reusing the design,
+        the Gram blocks of Z and X, and the compiled program."""
+        from .simulate import refit
+
+        return refit(self, y)
+
+    def bootstrap(self, n: int = 1000, seed=None, *, batch_size: int | None = None) -> pd.DataFrame:
+        """Parametric bootstrap: ``n`` responses simulated from the fit, all refitted by one
+        compiled, vmapped program. One row per replicate: fixed effects, sd/cor parameters,
+        sigma, objective, converged."""
+        from .simulate import bootstrap
+
+        return bootstrap(self, n=n, seed=seed, batch_size=batch_size)
+
+    def profile(self, which=None, **kwargs) -> pd.DataFrame:
+        """Profile likelihood traces (``parameter, value, zeta``); see ``jaxlmm.profile``."""
+        from .profile import profile
+
+        return profile(self, which=which, **kwargs)
 
     def summary(self) -> "Summary":
         """What lme4's ``summary()`` prints: criterion, residuals, random and fixed effects."""

@@ -58,7 +58,7 @@ def format_summary(fit: "LmerResult") -> str:
     lines.extend(_table([[f"{v:.4f}" for v in q]], ["Min", "1Q", "Median", "3Q", "Max"], align_left=0))
     lines.append("")
     lines.append("Random effects:")
-    vc = fit.varcorr
+    vc = fit._varcorr
     rows = []
     groups = []
     for grp, block in vc.groupby("grp", sort=False):
