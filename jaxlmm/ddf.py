@@ -138,11 +138,18 @@ def satterthwaite_parts(fit) -> SatterthwaiteParts:
 
 
 def kenward_roger_adjustment(fit):
+    """pbkrtest's adjustment at the REML estimates (an ML fit is refitted by REML first, as
+    pbkrtest does; its estimates and adjusted covariance are then the REML ones)."""
     cached = fit.__dict__.get("_kenward_roger")
     if cached is None:
         from .kenward_roger import kenward_roger
 
-        cached = kenward_roger(fit._model, fit.theta, fit.sigma, fit._vcov.to_numpy())
+        src = fit
+        if not fit.reml:
+            from .lmer import fit_model
+
+            src = fit_model(fit._model, reml=True, stacklevel=5)
+        cached = (src, kenward_roger(src._model, src.theta, src.sigma, src._vcov.to_numpy()))
         fit.__dict__["_kenward_roger"] = cached
     return cached
 
@@ -159,7 +166,8 @@ def coef_table(fit, ddf) -> pd.DataFrame:
     elif method == "kenward-roger":
         from .kenward_roger import kr_ddf
 
-        adj = kenward_roger_adjustment(fit)
+        src, adj = kenward_roger_adjustment(fit)
+        est = src._fixef.to_numpy()
         se = np.sqrt(np.diag(adj.vcov_adj))
         df = [kr_ddf(adj, e[None, :])[0] for e in np.eye(p)]
     elif method == "residual":
@@ -189,8 +197,8 @@ def hypothesis_test(fit, L, ddf, rhs=None) -> pd.Series:
     elif method == "kenward-roger":
         from .kenward_roger import kr_ddf
 
-        adj = kenward_roger_adjustment(fit)
-        d = L @ (est - beta0)
+        src, adj = kenward_roger_adjustment(fit)
+        d = L @ (src._fixef.to_numpy() - beta0)
         W = float(d @ np.linalg.solve(L @ adj.vcov_adj @ L.T, d))
         den, scale = kr_ddf(adj, L)
         F = scale * W / q
