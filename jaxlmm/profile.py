@@ -1,0 +1,590 @@
+"""Likelihood profiles and profile confidence intervals (lme4's ``profile.merMod`` and
+``confint.merMod(method = "profile")``).
+
+Everything is on the ML deviance ``D = -2 log L`` (a REML fit is refitted by ML first, as lme4
+does), with ``D_hat`` its minimum. For one parameter ``psi`` held at ``x`` the others are
+re-optimised and
+
+    zeta(x) = sign(x - psi_hat) sqrt(min D | psi = x  -  D_hat),
+
+approximately standard normal; the ``level`` interval is ``{x : |zeta(x)| <= z}`` with
+``z = qnorm((1 + level) / 2)``, its ends found by root finding (lme4 interpolates a spline).
+
+- Variance parameters are profiled on lme4's sd/cor scale with ``sigma`` free: the deviance in
+  ``(theta, sigma)`` (beta at its conditional optimum) is minimised over the other sds, the
+  correlations (rows of a unit-row Cholesky factor of each correlation matrix) and
+  ``log sigma``.
+- Fixed effect ``beta_j`` at ``b``: column ``j`` leaves ``X`` and ``b x_j`` joins the offset. The
+  ``XY`` stage of the Gram matrix is mapped linearly, ``[X, y] -> [X_{-j}, e, y - b x_j]`` with
+  ``e`` a unit column orthogonal to everything (coefficient zero), so the reduced model keeps the
+  full model's structure and no pass over the rows is needed; the deviance is minimised over
+  all variance parameters as above.
+
+One compiled BFGS (``minimize_bfgs`` inside ``jax.jit``; which parameter is held is data, not
+structure) serves the ML refit and every point of every profile of a model, warm-started from
+the neighbouring point.
+
+Boundaries follow lme4: where a profile reaches the bound of its parameter (sd = 0,
+cor = -1 or 1) before ``|zeta| = z`` the interval ends at that bound.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+import weakref
+from collections.abc import Iterable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import scipy.optimize
+import scipy.stats
+
+from .covariance import templates_np
+from .errors import ArgumentError, FitWarning
+from .fit import SINGULAR_TOL, conditional_estimates
+from .kernels.structure import key_name
+from .objective import ModelArrays, deviance_varpar
+from .optimize import minimize_bfgs
+from .parameters import sdcor_names
+from .precision import float64
+
+GTOL = 1e-7  # gradient tolerance of the inner minimisations
+MAX_ITER = 500
+# host LAPACK callbacks cost more than XLA's own factorization on small dense tails
+XLA_TAIL_MAX = 256
+XTOL = 1e-9  # root tolerance relative to the first step (a standard-error scale)
+MAX_STEPS = 60  # outward steps when bracketing an interval end
+MAX_MULT = 10.0  # largest growth of an outward step (lme4's maxmult)
+DZ_MAX = 1.0  # largest intended change of zeta per outward step
+DEV_TOL = 1e-6  # a profile deviance below the minimum by more than this (relative) is reported
+
+
+# --------------------------------------------------------------------------------------------
+# variance parameters: the deviance over the other sd/cor/sigma entries
+
+
+class _VarLayout(NamedTuple):
+    """Which variance parameter is held and how the rest are parametrised (traced arrays, so
+    one compiled program serves all of them)."""
+
+    sd_fixed: jnp.ndarray  # (n_sd,) 1.0 for the sd held at x
+    sd_log: jnp.ndarray  # (n_sd,) 1.0 where sd = exp(u) (the two sds of a held correlation)
+    sigma_fixed: jnp.ndarray  # () 1.0 when sigma is held
+    cor_fixed: jnp.ndarray  # (n_rows,) per correlated template row r >= 1: 1.0 when cor(r, c) is held
+    cor_partner: jnp.ndarray  # (n_rows,) int: that c
+
+
+def _unconstrained_sizes(specs) -> tuple[int, int, int]:
+    """``(n_sd, n_v, n_rows)``: sd slots, unit-row entries and correlated rows ``r >= 1``."""
+    n_sd = sum(s.p for s in specs)
+    n_v = sum(sum(r + 1 for r in range(1, s.p)) for s in specs if _correlated(s))
+    n_rows = sum(s.p - 1 for s in specs if _correlated(s))
+    return n_sd, n_v, n_rows
+
+
+def _correlated(spec) -> bool:
+    return spec.size > spec.p
+
+
+def _assemble(u, x, lay: _VarLayout, specs):
+    """``varpar = (theta, sigma)`` from the unconstrained vector ``u`` and the held value ``x``.
+
+    ``u = [sds..., unit-row entries..., log sigma]``. Term ``i``: ``T_i = diag(sd) R / sigma``
+    with ``R`` lower triangular with unit rows (row ``r`` is ``v_r / |v_r|``, or, for a held
+    correlation with row ``c``, ``x R_c + sqrt(1 - x^2) w`` with ``w`` the unit part of ``v_r``
+    orthogonal to ``R_c``), so ``sigma^2 T T' = diag(sd) R R' diag(sd)``.
+    """
+    n_sd, _, _ = _unconstrained_sizes(specs)
+    sd_all = u[:n_sd]
+    sd_all = jnp.where(lay.sd_log > 0, jnp.exp(jnp.where(lay.sd_log > 0, sd_all, 0.0)), sd_all)
+    sd_all = jnp.where(lay.sd_fixed > 0, x, sd_all)
+    sigma = jnp.where(lay.sigma_fixed > 0, x, jnp.exp(u[-1]))
+    thetas = []
+    k_sd, k_v, k_row = 0, n_sd, 0
+    for s in specs:
+        sd = sd_all[k_sd : k_sd + s.p]
+        k_sd += s.p
+        if not _correlated(s):
+            thetas.append(sd / sigma)
+            continue
+        rows = [jnp.zeros((s.p,), u.dtype).at[0].set(1.0)]
+        for r in range(1, s.p):
+            v = jnp.zeros((s.p,), u.dtype).at[: r + 1].set(u[k_v : k_v + r + 1])
+            k_v += r + 1
+            free = v / _safe_norm(v)
+            held = lay.cor_fixed[k_row] > 0
+            c = jnp.where(held, lay.cor_partner[k_row], 0)
+            Rc = jnp.take(jnp.stack(rows), c, axis=0)
+            xc = jnp.where(held, x, 0.0)
+            w = v - jnp.dot(v, Rc) * Rc
+            w = w / _safe_norm(w)
+            fixed = xc * Rc + jnp.sqrt(jnp.maximum(1.0 - xc * xc, 0.0)) * w
+            rows.append(jnp.where(held, fixed, free))
+            k_row += 1
+        T = sd[:, None] * jnp.stack(rows) / sigma
+        thetas.append(T[np.array(s.rows), np.array(s.cols)])
+    return jnp.concatenate(thetas + [sigma[None]])
+
+
+def _safe_norm(v):
+    """``|v|``, or 1 for ``v = 0``, with a finite gradient there too."""
+    ss = jnp.dot(v, v)
+    return jnp.sqrt(jnp.where(ss > 0, ss, 1.0))
+
+
+def _var_deviance(u, x, lay, M: ModelArrays):
+    return deviance_varpar(_assemble(u, x, lay, M.specs), M)
+
+
+def _var_objective(u, x, lay, M: ModelArrays):
+    """The deviance plus ``sum_r (|v_r|^2 - 1)^2``: the deviance does not depend on the lengths of
+    the unit-row vectors ``v_r``; the penalty pins them (zero at the minimum) so that they
+    cannot drift to where their gradient vanishes."""
+    n_sd = _unconstrained_sizes(M.specs)[0]
+    pen, k = 0.0, n_sd
+    for s in M.specs:
+        if _correlated(s):
+            for r in range(1, s.p):
+                v = u[k : k + r + 1]
+                pen = pen + (jnp.dot(v, v) - 1.0) ** 2
+                k += r + 1
+    return _var_deviance(u, x, lay, M) + pen
+
+
+# --------------------------------------------------------------------------------------------
+# fixed effects: the XY stage transformed to [X with column j replaced, y - b x_j]
+
+
+def _xy_map(p: int, j: int, b: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(E, e)`` such that ``E' [X y]' W [X y] E + diag(e)`` is the XY stage of the model with
+    ``beta_j = b`` in the offset and column ``j`` replaced by a unit column orthogonal to
+    everything (its coefficient is zero, ``r^2`` and ``log|L_Z|`` are those of the model without
+    column ``j``): the reduced ML deviance on the full model's structure."""
+    E = np.eye(p + 1)
+    E[j, j] = 0.0
+    E[j, p] = -b
+    e = np.zeros(p + 1)
+    e[j] = 1.0
+    return E, e
+
+
+def _transformed(M: ModelArrays, E, e) -> ModelArrays:
+    """``M`` with its XY stage ``[X y]`` mapped to ``[X y] E`` (plus ``diag(e)``)."""
+    k = M.n_terms
+    D = jnp.einsum("ba,lbc,cd->lad", E, M.diag[k], E) + jnp.diag(e)[None]
+    off = dict(M.off)
+    for i in range(k):
+        off[key_name(k, i)] = jnp.einsum("ba,lbc->lac", E, M.off[key_name(k, i)])
+    return dataclasses.replace(M, diag=list(M.diag[:k]) + [D], off=off)
+
+
+_transformed_jit = jax.jit(_transformed)
+
+
+@jax.jit
+def _point(u0, x, lay: _VarLayout, E, e, M: ModelArrays):
+    """The minimum ML deviance with the held parameter at ``x`` (``lay``), on the model whose XY
+    stage is mapped by ``(E, e)``; returns the minimiser ``u``, the deviance and ``(theta, sigma)``."""
+    Mt = _transformed(M, E, e)
+    r = minimize_bfgs(_var_objective, u0, x, lay, Mt, gtol=GTOL, max_iter=MAX_ITER)
+    vp = _assemble(r.x, x, lay, M.specs)
+    return r.x, deviance_varpar(vp, Mt), vp
+
+
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Profiler:
+    """The ML optimum of a fit and what every profile of it shares."""
+
+    names: list[str]
+    n_vp: int
+    estimate: np.ndarray  # sd/cor/sigma then beta, at the ML optimum
+    lower: np.ndarray  # parameter bounds (lme4's)
+    upper: np.ndarray
+    scale: np.ndarray  # a first step for each parameter
+    base: float  # ML deviance at the optimum
+    u_hat: np.ndarray  # unconstrained variance vector at the optimum
+    varpar: np.ndarray  # (theta, sigma) at the optimum
+    M: ModelArrays  # ML arrays
+    M_fit: ModelArrays  # the fit's own arrays (beta at theta does not depend on REML/ML)
+    free: _VarLayout  # nothing held
+
+
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _profiler(fit) -> _Profiler:
+    try:
+        return _CACHE[fit]
+    except (KeyError, TypeError):
+        pass
+    pr = _make_profiler(fit)
+    try:
+        _CACHE[fit] = pr
+    except TypeError:
+        pass
+    return pr
+
+
+def _make_profiler(fit) -> _Profiler:
+    model = fit._model
+    design, specs = model.design, model.specs
+    p = design.p
+    with float64():
+        M = model.arrays(False)
+        if M.host_lapack and M.structure.m <= XLA_TAIL_MAX:
+            M = model.arrays(False, host_lapack=False)
+        M_fit = model.arrays(fit.reml)
+        free = _layout(-1, specs)[0]
+        u = _unconstrained_start(np.asarray(fit.theta), float(fit.sigma), specs)
+        if fit.reml:  # lme4's refitML: the ML optimum from the REML one
+            u, base, vp = _point(jnp.asarray(u), jnp.asarray(0.0, dtype=jnp.float64), free,
+                                 jnp.eye(p + 1, dtype=jnp.float64), jnp.zeros(p + 1, dtype=jnp.float64), M)
+            u, vp, base = np.asarray(u), np.asarray(vp), float(base)
+            # a boundary fit: snap sds below lme4's singularity tolerance to zero when that is
+            # no worse (zero is a stationary point of the even deviance, so it stays there)
+            n_sd = _unconstrained_sizes(specs)[0]
+            small = np.abs(u[:n_sd]) < SINGULAR_TOL * vp[-1]
+            if small.any():
+                u0 = u.copy()
+                u0[:n_sd][small] = 0.0
+                u2, base2, vp2 = _point(jnp.asarray(u0), jnp.asarray(0.0, dtype=jnp.float64), free,
+                                        jnp.eye(p + 1, dtype=jnp.float64),
+                                        jnp.zeros(p + 1, dtype=jnp.float64), M)
+                if float(base2) <= base + 1e-9 * (1.0 + abs(base)):
+                    u, vp, base = np.asarray(u2), np.asarray(vp2), float(base2)
+            beta = conditional_estimates(vp[:-1], M_fit).beta
+        else:
+            vp = np.append(np.asarray(fit.theta, dtype=np.float64), fit.sigma)
+            base = float(fit.objective)
+            beta = np.asarray(fit.fixef, dtype=np.float64)
+    sdcor = _sdcor_np(vp, specs)
+    names = sdcor_names(design, specs) + list(design.x_names)
+    sd_mask = np.concatenate([np.array(s.diagonal) for s in specs] + [np.array([True])])
+    lower = np.concatenate([np.where(sd_mask, 0.0, -1.0), np.full(p, -np.inf)])
+    upper = np.concatenate([np.where(sd_mask, np.inf, 1.0), np.full(p, np.inf)])
+    vscale = np.where(sd_mask, 0.2 * np.maximum(sdcor, 0.05 * sdcor[-1]), 0.1)
+    se = np.asarray(fit.se, dtype=np.float64)
+    return _Profiler(
+        names=names, n_vp=sdcor.shape[0], estimate=np.concatenate([sdcor, beta]), lower=lower,
+        upper=upper, scale=np.concatenate([vscale, np.where(se > 0, se, 1.0)]), base=base,
+        u_hat=_canonical(np.asarray(u), specs), varpar=np.asarray(vp), M=M, M_fit=M_fit, free=free,
+    )
+
+
+def _sdcor_np(varpar: np.ndarray, specs) -> np.ndarray:
+    """:func:`jaxlmm.parameters.sdcor_from_varpar` on the host."""
+    sigma = float(varpar[-1])
+    out = []
+    for s, T in zip(specs, templates_np(np.asarray(varpar[:-1]), specs)):
+        S = sigma**2 * (T @ T.T)
+        sd = np.sqrt(np.diagonal(S))
+        for r, c in zip(s.rows, s.cols):
+            out.append(sd[r] if r == c else (S[r, c] / (sd[r] * sd[c]) if sd[r] * sd[c] > 0 else 0.0))
+    return np.array(out + [sigma])
+
+
+def _unconstrained_start(theta, sigma, specs) -> np.ndarray:
+    """``u`` of :func:`_assemble` at ``(theta, sigma)``: sds, unit rows of each template, log sigma.
+    A zero sd starts slightly positive (zero is a stationary point of the even deviance)."""
+    sds, vs = [], []
+    for s, T in zip(specs, templates_np(np.asarray(theta), specs)):
+        nrm = np.linalg.norm(T, axis=1)
+        sds.append(np.maximum(sigma * nrm, 1e-3 * sigma))
+        if _correlated(s):
+            for r in range(1, s.p):
+                vs.append(T[r, : r + 1] / nrm[r] if nrm[r] > 0 else np.eye(r + 1)[r])
+    return np.concatenate(sds + vs + [np.array([np.log(sigma)])])
+
+
+def _canonical(u: np.ndarray, specs) -> np.ndarray:
+    """The same covariances with every sd >= 0 (a negative sd of row ``r`` becomes a negated
+    row: ``v_r``, or for ``r = 0`` the first entry of every other row), and each unit-row vector
+    kept off the span of the rows above it (a correlation of exactly -1 or 1), where a held
+    correlation could not be parametrised."""
+    u = u.copy()
+    k_sd, k = 0, _unconstrained_sizes(specs)[0]
+    for s in specs:
+        if not _correlated(s):
+            u[k_sd : k_sd + s.p] = np.abs(u[k_sd : k_sd + s.p])
+            k_sd += s.p
+            continue
+        starts = [k + sum(q + 1 for q in range(1, r)) for r in range(1, s.p)]
+        for r in range(s.p):
+            if u[k_sd + r] < 0:
+                u[k_sd + r] = -u[k_sd + r]
+                if r == 0:
+                    for a in starts:
+                        u[a] = -u[a]
+                else:
+                    a = starts[r - 1]
+                    u[a : a + r + 1] = -u[a : a + r + 1]
+        for r in range(1, s.p):
+            last = starts[r - 1] + r
+            if abs(u[last]) < 1e-4:
+                u[last] = 1e-4 if u[last] >= 0 else -1e-4
+        k_sd += s.p
+        k += sum(r + 1 for r in range(1, s.p))
+    return u
+
+
+def _layout(k: int, specs) -> tuple[_VarLayout, np.ndarray]:
+    """The layout holding sd/cor/sigma entry ``k`` (none for ``k = -1``); also a mask of the
+    sd slots on the log scale."""
+    n_sd, _, n_rows = _unconstrained_sizes(specs)
+    sd_fixed = np.zeros(n_sd)
+    sd_log = np.zeros(n_sd)
+    cor_fixed = np.zeros(n_rows)
+    cor_partner = np.zeros(n_rows, dtype=np.int32)
+    sigma_fixed = 0.0
+    a, k_sd, k_row = 0, 0, 0
+    for s in specs:
+        for r, c in zip(s.rows, s.cols):
+            if a == k:
+                if r == c:
+                    sd_fixed[k_sd + r] = 1.0
+                else:  # cor(r, c), r > c
+                    sd_log[k_sd + r] = sd_log[k_sd + c] = 1.0
+                    cor_fixed[k_row + r - 1] = 1.0
+                    cor_partner[k_row + r - 1] = c
+            a += 1
+        k_sd += s.p
+        if _correlated(s):
+            k_row += s.p - 1
+    if k == a:
+        sigma_fixed = 1.0
+    lay = _VarLayout(jnp.asarray(sd_fixed), jnp.asarray(sd_log), jnp.asarray(sigma_fixed),
+                     jnp.asarray(cor_fixed), jnp.asarray(cor_partner))
+    return lay, sd_log > 0
+
+
+class _Curve:
+    """zeta of one parameter as a function of its value; keeps every point's deviance and
+    minimiser, and warm-starts each minimisation from the nearest point computed before."""
+
+    def __init__(self, pr: _Profiler, k: int):
+        self.pr, self.k = pr, k
+        self.xhat = float(pr.estimate[k])
+        self.fixed = k >= pr.n_vp
+        self.p = pr.M.p
+        # sds start at least this far from zero, a stationary point of the even deviance
+        self.floor = 1e-3 * pr.estimate[pr.n_vp - 1]
+        u0 = pr.u_hat.copy()
+        with float64():
+            if self.fixed:
+                self.j = k - pr.n_vp
+                self.lay, self.log_sd = pr.free, np.zeros(_unconstrained_sizes(pr.M.specs)[0], bool)
+            else:
+                self.lay, self.log_sd = _layout(k, pr.M.specs)
+                n_sd = self.log_sd.shape[0]
+                u0[:n_sd][self.log_sd] = np.log(np.maximum(u0[:n_sd][self.log_sd], self.floor))
+        # value -> (zeta, minimiser u, deviance, (theta, sigma))
+        self.points: dict[float, tuple] = {self.xhat: (0.0, u0, pr.base, pr.varpar)}
+        self._warned = False
+
+    def _xy(self, x: float):
+        if self.fixed:
+            return _xy_map(self.p, self.j, x)
+        return np.eye(self.p + 1), np.zeros(self.p + 1)
+
+    def _minimise(self, x: float, start: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        start = start.copy()
+        n_sd = self.log_sd.shape[0]
+        sd = start[:n_sd]
+        tiny = ~self.log_sd & (np.abs(sd) < self.floor)
+        sd[tiny] = np.where(sd[tiny] < 0, -self.floor, self.floor)
+        sd[self.log_sd] = np.maximum(sd[self.log_sd], np.log(self.floor))
+        E, e = self._xy(x)
+        with float64():
+            u, f, vp = _point(jnp.asarray(start), jnp.asarray(x, dtype=jnp.float64), self.lay,
+                              jnp.asarray(E), jnp.asarray(e), self.pr.M)
+        f = float(f)
+        base = self.pr.base
+        if f < base - DEV_TOL * max(1.0, abs(base)) and not self._warned:
+            self._warned = True
+            warnings.warn(f"profiling {self.pr.names[self.k]} found a deviance {base - f:.3g} below the "
+                          "fit's optimum: the fit had not converged (intervals are relative to it)",
+                          FitWarning, stacklevel=4)
+        return f, np.asarray(u), np.asarray(vp)
+
+    def zeta(self, x: float) -> float:
+        """``sign(x - x_hat) sqrt(D(x) - D_hat)`` (cached)."""
+        x = float(x)
+        if x in self.points:
+            return self.points[x][0]
+        # warm start from the nearest point between the estimate and x: the branch followed
+        # outward from the optimum, as lme4 does (a profile can have other local minima)
+        side = np.sign(x - self.xhat)
+        inner = [t for t in self.points
+                 if (t - self.xhat) * side >= 0 and abs(t - self.xhat) <= abs(x - self.xhat)]
+        near = min(inner, key=lambda t: abs(t - x))
+        f, u, vp = self._minimise(x, self.points[near][1])
+        z = float(side * np.sqrt(max(f - self.pr.base, 0.0)))
+        self.points[x] = (z, u, f, vp)
+        return z
+
+    def centre(self) -> None:
+        """Minimise at the estimate itself (its deviance is otherwise taken as ``D_hat``)."""
+        f, u, vp = self._minimise(self.xhat, self.points[self.xhat][1])
+        self.points[self.xhat] = (0.0, u, f, vp)
+
+    def all_parameters(self, x: float) -> np.ndarray:
+        """sd/cor/sigma and beta at the profile point ``x`` (after :meth:`zeta`)."""
+        pr = self.pr
+        vp = self.points[x][3]
+        with float64():
+            if self.fixed:
+                E, e = self._xy(x)
+                M = _transformed_jit(pr.M_fit, jnp.asarray(E), jnp.asarray(e))
+            else:
+                M = pr.M_fit
+            beta = conditional_estimates(vp[:-1], M).beta
+        if self.fixed:
+            beta[self.j] = x
+        return np.concatenate([_sdcor_np(vp, pr.M.specs), beta])
+
+    def end(self, target: float, direction: int) -> float:
+        """The value on side ``direction`` (+1/-1) where ``|zeta| = target``; the parameter's bound
+        when the profile reaches it first (lme4's convention); nan when no crossing is found."""
+        pr, k = self.pr, self.k
+        lo, hi = pr.lower[k], pr.upper[k]
+        bound = hi if direction > 0 else lo
+        x0, z0 = self.xhat, 0.0
+        if x0 == bound:
+            return float(bound)
+        step = float(pr.scale[k])
+        x1 = float(np.clip(x0 + direction * step, lo, hi))
+        for _ in range(MAX_STEPS):
+            z1 = self.zeta(x1)
+            if direction * z1 >= target:
+                a, b = sorted((x0, x1))
+                try:
+                    return scipy.optimize.brentq(lambda t: self.zeta(t) - direction * target, a, b,
+                                                 xtol=XTOL * step, rtol=1e-12)
+                except ValueError:  # non-finite deviances in the bracket
+                    return float("nan")
+            if x1 == bound:
+                return float(bound)
+            dx = abs(x1 - x0)
+            dz = direction * (z1 - z0)
+            if dz > 0 and np.isfinite(dz):
+                want = min(target - direction * z1, DZ_MAX)
+                new = min(want * dx / dz * 1.1 + 0.01 * dx, MAX_MULT * dx)
+            else:
+                new = 2.0 * dx
+            x0, z0 = x1, z1
+            x1 = float(np.clip(x1 + direction * new, lo, hi))
+        return float("nan")
+
+
+# --------------------------------------------------------------------------------------------
+# public API
+
+
+def _which(which, names: list[str], n_vp: int) -> list[int]:
+    """Indices selected by ``which``: None (all), a name, ``"theta_"`` (variance parameters),
+    ``"beta_"`` (fixed effects), or a list of these."""
+    if which is None:
+        return list(range(len(names)))
+    items = [which] if isinstance(which, str) else list(which)
+    if not items:
+        raise ArgumentError("which selects no parameter")
+    out = set()
+    for w in items:
+        if not isinstance(w, str):
+            raise ArgumentError(f"which must name parameters, got {w!r}")
+        if w == "theta_":
+            out.update(range(n_vp))
+        elif w == "beta_":
+            out.update(range(n_vp, len(names)))
+        elif w in names:
+            out.add(names.index(w))
+        else:
+            raise ArgumentError(f"which: no parameter {w!r}; the parameters are {names} "
+                                "(or 'theta_', 'beta_')")
+    return sorted(out)
+
+
+def _check_level(level, what: str) -> float:
+    try:
+        lv = float(level)
+    except (TypeError, ValueError):
+        raise ArgumentError(f"{what} must be a number in (0, 1), got {level!r}") from None
+    if not 0.0 < lv < 1.0:
+        raise ArgumentError(f"{what} must be in (0, 1), got {level!r}")
+    return lv
+
+
+def _parameter_names(fit) -> tuple[list[str], int]:
+    """lme4's names of all parameters (sd/cor per term, sigma, fixed effects) and how many are
+    variance parameters; without any computation."""
+    model = getattr(fit, "_model", None)
+    if model is None:
+        raise ArgumentError("this fit does not carry its model; profiles need jaxlmm.lmer's result")
+    vnames = sdcor_names(model.design, model.specs)
+    return vnames + list(model.design.x_names), len(vnames)
+
+
+def confint_profile(fit, level: float = 0.95, which: str | Iterable[str] | None = None) -> pd.DataFrame:
+    """Profile-likelihood confidence intervals (lme4's ``confint(fit)``): the values where
+    ``zeta = -+ qnorm((1 + level) / 2)`` on the ML deviance profile of each parameter.
+
+    Rows: sds and correlations of each term in theta order, ``sigma``, the fixed effects (lme4's
+    names; ``which`` selects names, ``"theta_"`` or ``"beta_"``); columns ``lower``, ``upper``.
+    An interval whose profile reaches a bound first (sd 0, correlation -1 or 1) ends there.
+    A REML fit is profiled on the ML deviance, after an ML refit (as lme4 does).
+    """
+    lv = _check_level(level, "level")
+    names, n_vp = _parameter_names(fit)
+    idx = _which(which, names, n_vp)
+    pr = _profiler(fit)
+    z = float(scipy.stats.norm.ppf(0.5 + lv / 2))
+    rows = []
+    for k in idx:
+        c = _Curve(pr, k)
+        rows.append((c.end(z, -1), c.end(z, +1)))
+    return pd.DataFrame(rows, index=[names[k] for k in idx], columns=["lower", "upper"])
+
+
+def profile(fit, which: str | Iterable[str] | None = None, *, level_max: float = 0.99,
+            n_points: int = 10) -> pd.DataFrame:
+    """The likelihood profiles (lme4's ``profile(fit)``), long format for plotting.
+
+    For each selected parameter: its ML estimate and ``n_points`` values on each side, evenly
+    spaced out to where ``|zeta|`` reaches ``sqrt(qchisq(level_max, n_par))`` (lme4's cutoff, with
+    ``n_par`` all variance and fixed-effect parameters) or to the parameter's bound. Columns:
+    ``parameter``, ``value``, ``zeta``, ``deviance`` (the minimised ML deviance, ``zeta^2`` above
+    its minimum) and the value of every parameter at that point.
+    """
+    lv = _check_level(level_max, "level_max")
+    if isinstance(n_points, bool) or not isinstance(n_points, (int, np.integer)) or n_points < 1:
+        raise ArgumentError(f"n_points must be a positive integer, got {n_points!r}")
+    names, n_vp = _parameter_names(fit)
+    idx = _which(which, names, n_vp)
+    pr = _profiler(fit)
+    cutoff = float(np.sqrt(scipy.stats.chi2.ppf(lv, len(names))))
+    frames = []
+    for k in idx:
+        c = _Curve(pr, k)
+        c.centre()
+        xs = [c.xhat]
+        for direction in (-1, 1):
+            e = c.end(cutoff, direction)
+            if np.isfinite(e) and e != c.xhat:
+                xs += list(c.xhat + (e - c.xhat) * np.arange(1, n_points + 1) / n_points)
+        xs = sorted({float(x) for x in xs})
+        for x in sorted(xs, key=lambda t: abs(t - c.xhat)):  # outward: warm starts stay close
+            c.zeta(x)
+        df = pd.DataFrame(np.array([c.all_parameters(x) for x in xs]), columns=names)
+        df.insert(0, "deviance", [c.points[x][2] for x in xs])
+        df.insert(0, "zeta", [c.points[x][0] for x in xs])
+        df.insert(0, "value", xs)
+        df.insert(0, "parameter", names[k])
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
