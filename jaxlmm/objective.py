@@ -68,8 +68,16 @@ def model_arrays(gram: Gram, specs: tuple[TemplateSpec, ...], *, n: int, p: int,
         off={k: jnp.asarray(v) for k, v in gram.off.items()},
         log_det_w=jnp.asarray(log_det_w),
         specs=tuple(specs), n=n, p=p, reml=reml,
-        host_lapack=(jax.default_backend() == "cpu") if host_lapack is None else bool(host_lapack),
+        host_lapack=_default_host_lapack(int(s.m)) if host_lapack is None else bool(host_lapack),
     )
+
+
+HOST_LAPACK_MIN_TAIL = 256  # below this the callback's overhead (~0.3 ms) exceeds XLA's cost
+
+
+def _default_host_lapack(m_tail: int) -> bool:
+    """Host LAPACK for the tail's inverse on CPU backends when the dense tail is large."""
+    return jax.default_backend() == "cpu" and m_tail >= HOST_LAPACK_MIN_TAIL
 
 
 def scaled_blocks(theta, M: ModelArrays):
