@@ -20,13 +20,14 @@ from .errors import ArgumentError, InferenceWarning
 METHODS = ("wald", "profile", "boot")
 
 
-def check_level(level) -> float:
+def check_level(level, what: str = "level") -> float:
+    """A probability strictly inside (0, 1), or an ArgumentError naming ``what``."""
     try:
         lv = float(level)
     except (TypeError, ValueError):
-        raise ArgumentError(f"level must be a number in (0, 1), got {level!r}") from None
+        raise ArgumentError(f"{what} must be a number in (0, 1), got {level!r}") from None
     if not 0.0 < lv < 1.0:
-        raise ArgumentError(f"level must be in (0, 1), got {level!r}")
+        raise ArgumentError(f"{what} must be in (0, 1), got {level!r}")
     return lv
 
 

@@ -46,6 +46,7 @@ import scipy.stats
 from .covariance import templates_np
 from .errors import ArgumentError, FitWarning
 from .fit import SINGULAR_TOL, conditional_estimates
+from .intervals import check_level
 from .kernels.structure import key_name
 from .objective import ModelArrays, deviance_varpar
 from .optimize import minimize_bfgs
@@ -511,16 +512,6 @@ def _which(which, names: list[str], n_vp: int) -> list[int]:
     return sorted(out)
 
 
-def _check_level(level, what: str) -> float:
-    try:
-        lv = float(level)
-    except (TypeError, ValueError):
-        raise ArgumentError(f"{what} must be a number in (0, 1), got {level!r}") from None
-    if not 0.0 < lv < 1.0:
-        raise ArgumentError(f"{what} must be in (0, 1), got {level!r}")
-    return lv
-
-
 def _parameter_names(fit) -> tuple[list[str], int]:
     """lme4's names of all parameters (sd/cor per term, sigma, fixed effects) and how many are
     variance parameters; without any computation."""
@@ -540,7 +531,7 @@ def confint_profile(fit, level: float = 0.95, which: str | Iterable[str] | None 
     An interval whose profile reaches a bound first (sd 0, correlation -1 or 1) ends there.
     A REML fit is profiled on the ML deviance, after an ML refit (as lme4 does).
     """
-    lv = _check_level(level, "level")
+    lv = check_level(level, "level")
     names, n_vp = _parameter_names(fit)
     idx = _which(which, names, n_vp)
     pr = _profiler(fit)
@@ -562,7 +553,7 @@ def profile(fit, which: str | Iterable[str] | None = None, *, level_max: float =
     ``parameter``, ``value``, ``zeta``, ``deviance`` (the minimised ML deviance, ``zeta^2`` above
     its minimum) and the value of every parameter at that point.
     """
-    lv = _check_level(level_max, "level_max")
+    lv = check_level(level_max, "level_max")
     if isinstance(n_points, bool) or not isinstance(n_points, (int, np.integer)) or n_points < 1:
         raise ArgumentError(f"n_points must be a positive integer, got {n_points!r}")
     names, n_vp = _parameter_names(fit)
