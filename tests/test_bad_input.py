@@ -26,7 +26,7 @@ _GRAM_CALLS: list = []
 @pytest.fixture(autouse=True)
 def _no_jax_compute(monkeypatch):
     """Bad input must be rejected before the Gram matrix (the first computation) is formed."""
-    lmer_module = sys.modules["jaxlmm.lmer"]  # ``jaxlmm.lmer`` the attribute is the function
+    lmer_module = sys.modules["jaxlmm.model"]  # where the Gram blocks are first computed
     real = lmer_module.gram_blocks
 
     def spy(*a, **k):
