@@ -41,6 +41,8 @@ def small_solve_lower(l: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
     """Solve ``L x = b`` for lower-triangular ``L (..., p, p)`` and ``b (..., p)``."""
     p = l.shape[-1]
     if p > UNROLL:
+        # explicit batch shape: the solve's transpose rule rejects broadcast batch dimensions
+        l = jnp.broadcast_to(l, b.shape[:-1] + l.shape[-2:])
         return lax.linalg.triangular_solve(l, b[..., None], left_side=True, lower=True)[..., 0]
     x = [None] * p
     for i in range(p):
@@ -55,6 +57,7 @@ def small_solve_upper(l: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
     """Solve ``L' x = b`` for lower-triangular ``L (..., p, p)`` and ``b (..., p)``."""
     p = l.shape[-1]
     if p > UNROLL:
+        l = jnp.broadcast_to(l, b.shape[:-1] + l.shape[-2:])
         return lax.linalg.triangular_solve(
             l, b[..., None], left_side=True, lower=True, transpose_a=True
         )[..., 0]

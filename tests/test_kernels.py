@@ -109,3 +109,25 @@ def test_small_cholesky(p):
     with jax.enable_x64(True):
         L = np.asarray(small_cholesky(jnp.asarray(a)))
     np.testing.assert_allclose(L, np.linalg.cholesky(a), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("p", [3, 8])
+def test_small_right_solve_gradient_with_broadcast_batch(p):
+    """``X L^{-T}`` and its reverse-mode derivative, unrolled (p <= 6) and through LAPACK's
+    batched triangular solve (p > 6, where the batch dimensions must be explicit)."""
+    from jaxlmm.kernels.small import small_right_solve_lt
+
+    rng = np.random.default_rng(p)
+    a = rng.normal(size=(4, p, p))
+    L = np.linalg.cholesky(a @ np.swapaxes(a, 1, 2) + p * np.eye(p))
+    X = rng.normal(size=(4, 3, p))
+    with jax.enable_x64(True):
+        Y = np.asarray(small_right_solve_lt(jnp.asarray(L), jnp.asarray(X)))
+        g = jax.grad(lambda l: jnp.sum(small_right_solve_lt(l, jnp.asarray(X)) ** 2))(jnp.asarray(L))
+        h = 1e-6
+        E = np.zeros_like(L)
+        E[1, p - 1, 0] = h
+        f = lambda l: float(jnp.sum(small_right_solve_lt(jnp.asarray(l), jnp.asarray(X)) ** 2))
+        fd = (f(L + E) - f(L - E)) / (2 * h)
+    np.testing.assert_allclose(Y, np.linalg.solve(L[:, None], X[..., None])[..., 0], rtol=1e-10)
+    assert float(g[1, p - 1, 0]) == pytest.approx(fd, rel=1e-6)
