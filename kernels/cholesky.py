@@ -67,6 +67,8 @@ def _eliminate(s: BlockStructure, diag: list, off: dict):
             name = key_name(i, j)
             if name in F:
                 F[name] = small_right_solve_lt(jnp.take(Ljj, s.cols[name], axis=0), F[name])
+        if j in s.panel_stages:
+            T = T - _panel_update(s, j, F, m, dtype)
         for u in s.updates:
             if u.j != j:
                 continue
@@ -87,6 +89,20 @@ def _eliminate(s: BlockStructure, diag: list, off: dict):
                 T = T.at[s.dest[u.name].ravel()].add(-vals, indices_are_sorted=True)
 
     return Ld, F, T[: m * m].reshape(m, m)  # lower triangle + block-diagonal blocks of the tail
+
+
+def _panel_update(s: BlockStructure, j: int, F: dict, m: int, dtype):
+    """``tril(P'P)`` as a flat ``(m*m + 1,)`` array, ``P (levels_j * w_j, m)`` the dense panel of
+    stage ``j``'s factor blocks in the tail's columns."""
+    wj = s.widths[j]
+    P = jnp.zeros((s.nlevels[j] * wj * m,), dtype)
+    for i in range(s.n_bd, s.n_stages):
+        name = key_name(i, j)
+        if name in s.panel_index:
+            P = P.at[s.panel_index[name].ravel()].set(F[name].ravel(), unique_indices=True)
+    P = P.reshape(s.nlevels[j] * wj, m)
+    S = jnp.tril(P.T @ P)
+    return jnp.concatenate([S.ravel(), jnp.zeros((1,), dtype)])
 
 
 def blocked_cholesky(s: BlockStructure, diag: list, off: dict) -> BlockedFactor:

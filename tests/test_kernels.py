@@ -64,11 +64,15 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("panel", [False, True], ids=["pairs", "panel"])
 @pytest.mark.parametrize("nlevels,widths,n,nest", CASES)
-def test_blocked_cholesky_matches_dense(nlevels, widths, n, nest):
+def test_blocked_cholesky_matches_dense(nlevels, widths, n, nest, panel):
+    """Both ways of updating the dense tail: scattered pair products and the dense panel."""
     rng = np.random.default_rng(sum(nlevels) + n)
     M, diag, offd, vals, offs = random_blocked(rng, nlevels, widths, n, nest)
-    s = analyze(nlevels, widths, offd)
+    s = analyze(nlevels, widths, offd, panel=panel)
+    if panel and s.n_bd:
+        assert s.panel_stages and not any(u.kind == "dense" for u in s.updates)
     if nest and nest.get(1) == 0:
         assert s.n_bd >= 2  # nested stage kept block diagonal
     with jax.enable_x64(True):
