@@ -116,7 +116,7 @@ def solve_subproblem(ev, Q, g, delta, max_iter: int = 60, rtol: float = 1e-8):
     hi0 = gnorm / delta + jnp.maximum(0.0, -lam1) + shift + tiny
 
     def cond(c):
-        lam, a, b, j, done = c
+        *_, j, done = c
         return (~done) & (j < max_iter)
 
     def body(c):

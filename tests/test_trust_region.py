@@ -5,14 +5,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import load_data, load_reference
+
 from jaxlmm.design import build_design
 from jaxlmm.model import LmerModel
 from jaxlmm.objective import objective
 from jaxlmm.precision import float64
 from jaxlmm.start import moment_start
-from jaxlmm.trust_region import minimize_trust_region, solve_subproblem, value_grad_hessian
+from jaxlmm.trust_region import (
+    minimize_trust_region,
+    solve_subproblem,
+    value_grad_hessian,
+)
 
 
 def rosenbrock(x, a):
@@ -102,7 +106,7 @@ def test_reference_fits_reach_lme4_optimum(fid):
 
 
 def test_vmapped_starts_reach_the_same_optimum():
-    ref, d, model = _model("sleepstudy_slope_reml")
+    ref, _, model = _model("sleepstudy_slope_reml")
     with float64():
         M = model.arrays(True, host_lapack=False)
         starts = jnp.asarray([[1.0, 0.0, 1.0], [0.5, 0.1, 0.3], [2.0, -0.5, 1.0]])
