@@ -19,9 +19,6 @@ from scipy import stats
 
 from .errors import ArgumentError
 
-DDF_METHODS = ("satterthwaite", "kenward-roger", "residual", None)
-
-
 def check_ddf(ddf) -> str | None:
     if isinstance(ddf, str):
         key = ddf.lower().replace("_", "-")

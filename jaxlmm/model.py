@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
@@ -130,11 +129,3 @@ def with_response(M: ModelArrays, D, offs) -> ModelArrays:
     for j in range(k):
         off[key_name(k, j)] = offs[j]
     return dataclasses.replace(M, diag=diag, off=off)
-
-
-def template_specs(design: Design) -> tuple[TemplateSpec, ...]:
-    return tuple(template_spec(t.width, t.uncorrelated) for t in design.terms)
-
-
-def as_device(D, offs):
-    return jnp.asarray(D), [jnp.asarray(o) for o in offs]

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from .covariance import diagonal_mask
+from .covariance import diagonal_mask, templates_np
 from .errors import ArgumentError, DataError, InferenceWarning
 from .fit import CONVERGED_GRAD, GTOL
 from .model import model_with_response, with_response
@@ -46,8 +46,6 @@ def simulate_matrix(fit, n: int, seed=None, re: bool = True) -> np.ndarray:
     sigma = fit.sigma
     eta = design.X @ fit._fixef.to_numpy() + design.offset
     Y = np.repeat(eta[:, None], n, axis=1)
-    from .covariance import templates_np
-
     Ts = templates_np(fit.theta, fit._model.specs)
     for t, T, b in zip(design.terms, Ts, fit._b):
         if re:
