@@ -41,14 +41,26 @@ from .errors import (  # noqa: E402
     RankDeficiencyWarning,
 )
 from .anova import anova  # noqa: E402
+from .correlation import AR1, CompoundSymmetry, Exponential, Toeplitz, Unstructured  # noqa: E402
+from .gls import gls  # noqa: E402
 from .lmer import lmer  # noqa: E402
+from .variance import VarExp, VarIdent, VarPower  # noqa: E402
 from .results import LmerResult  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "lmer",
+    "gls",
     "anova",
+    "AR1",
+    "Exponential",
+    "CompoundSymmetry",
+    "Unstructured",
+    "Toeplitz",
+    "VarIdent",
+    "VarPower",
+    "VarExp",
     "LmerResult",
     "JaxlmmError",
     "FormulaError",

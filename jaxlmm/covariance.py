@@ -83,4 +83,4 @@ def rectify(theta: np.ndarray, specs) -> tuple[np.ndarray, np.ndarray]:
 
 
 def diagonal_mask(specs) -> np.ndarray:
-    return np.concatenate([np.array(s.diagonal) for s in specs])
+    return np.concatenate([np.array(s.diagonal, dtype=bool) for s in specs] + [np.zeros(0, bool)])

@@ -61,6 +61,7 @@ class Design:
     x_spec: Any = None  # formulaic ModelSpec of the fixed part (before aliased columns were dropped)
     x_all_names: tuple[str, ...] = ()  # X's column names before dropping aliased ones
     offset_column: str | None = None  # the data column the offset came from, if any
+    aux: pd.DataFrame | None = None  # extra columns (residual structures) for the rows used
 
     @property
     def n(self) -> int:
@@ -218,10 +219,15 @@ def _vector_argument(value, name: str, df: pd.DataFrame, n_total: int) -> tuple[
     return arr, None
 
 
-def build_design(formula: str | ParsedFormula, data: Any, *, weights=None, offset=None) -> Design:
-    """Validate the data against the formula and build the model matrices (before any compute)."""
+def build_design(formula: str | ParsedFormula, data: Any, *, weights=None, offset=None,
+                 extra_columns: dict[str, str] | None = None, require_random: bool = True) -> Design:
+    """Validate the data against the formula and build the model matrices (before any compute).
+
+    ``extra_columns`` (name -> what uses it, e.g. a correlation structure's group and time
+    columns) must exist, take part in dropping rows with missing values, and come back in
+    ``Design.aux`` for the rows used."""
     pf = formula if isinstance(formula, ParsedFormula) else parse_formula(formula)
-    if not pf.random:
+    if require_random and not pf.random:
         raise FormulaError(
             f"formula {pf.formula!r} has no random-effects term such as (1 | group); "
             "lmer needs at least one"
@@ -247,6 +253,10 @@ def build_design(formula: str | ParsedFormula, data: Any, *, weights=None, offse
                 needed.setdefault(v, f"term {t}")
         for f in t.factors:
             needed.setdefault(f, f"grouping factor of {t}")
+    for v, where in (extra_columns or {}).items():
+        if v not in columns:
+            raise DataError(f"unknown column {v!r} ({where}); data has columns {sorted(columns)}")
+        needed.setdefault(v, where)
     for v, where in needed.items():
         if v not in columns:
             raise FormulaError(
@@ -349,4 +359,5 @@ def build_design(formula: str | ParsedFormula, data: Any, *, weights=None, offse
         formula=pf, response=pf.response, y=y, X=X, x_names=tuple(x_names), dropped_columns=dropped,
         weights=w, offset=off, terms=tuple(terms), n_dropped=n_dropped, row_index=sub.index,
         x_spec=x_spec, x_all_names=x_all_names, offset_column=o_col,
+        aux=sub[list(extra_columns)] if extra_columns else None,
     )

@@ -38,6 +38,20 @@ def _bfgs(theta0, M: ModelArrays, gtol: float = GTOL, max_iter: int = 1000):
 _value_and_grad = jax.jit(jax.value_and_grad(objective))
 
 
+def _rside_objective(x, M, R):
+    from .residual import rside_objective
+
+    return rside_objective(x, M, R)
+
+
+@functools.partial(jax.jit, static_argnames=("gtol", "max_iter"))
+def _bfgs_rside(x0, M: ModelArrays, R, gtol: float = GTOL, max_iter: int = 1000):
+    return minimize_bfgs(_rside_objective, x0, M, R, gtol=gtol, max_iter=max_iter)
+
+
+_value_and_grad_rside = jax.jit(jax.value_and_grad(_rside_objective))
+
+
 @dataclasses.dataclass(frozen=True)
 class ThetaFit:
     theta: np.ndarray
@@ -59,22 +73,40 @@ _MESSAGES = {
 }
 
 
-def fit_theta(M: ModelArrays, theta0: np.ndarray | None = None, max_iter: int = 1000) -> ThetaFit:
-    """Minimise the profiled objective over theta from ``theta0`` (call under float64)."""
+def fit_theta(M: ModelArrays, theta0: np.ndarray | None = None, max_iter: int = 1000,
+              rside=None) -> ThetaFit:
+    """Minimise the profiled objective over theta from ``theta0`` (call under float64).
+
+    With ``rside`` (:class:`jaxlmm.residual.RSideArrays`) the vector also holds the residual
+    structure's unconstrained parameters after theta (``theta0`` then includes them), and the
+    returned ``theta`` does too."""
     x0 = theta_start(M.specs) if theta0 is None else np.asarray(theta0, dtype=np.float64)
-    r = _bfgs(jnp.asarray(x0), M, max_iter=max_iter)
-    theta, sign = rectify(np.asarray(r.x), M.specs)
+    if x0.shape[0] == 0:  # nothing to optimise (gls with iid errors)
+        f = float(objective(jnp.zeros(0), M))
+        return ThetaFit(theta=x0, objective=f, grad=x0, n_iter=0, n_evals=1, status=0,
+                        converged=True, message=_MESSAGES[0], singular=False)
+    if rside is None:
+        r = _bfgs(jnp.asarray(x0), M, max_iter=max_iter)
+        args, vg = (M,), _value_and_grad
+    else:
+        r = _bfgs_rside(jnp.asarray(x0), M, rside, max_iter=max_iter)
+        args, vg = (M, rside), _value_and_grad_rside
+    x = np.asarray(r.x)
+    k = sum(s.size for s in M.specs)
+    theta, sign = rectify(x[:k], M.specs)
+    theta = np.concatenate([theta, x[k:]])
+    sign = np.concatenate([sign, np.ones(len(x) - k)])
     f = float(r.fun)
     # the objective is even in the sign of each template column: flip the gradient with it
     g = np.asarray(r.grad) * sign
     n_evals = int(r.nfev)
     # snap boundary values (tiny diagonal template entries) to exactly zero when that is no worse
-    diag = diagonal_mask(M.specs)
+    diag = np.concatenate([diagonal_mask(M.specs), np.zeros(len(x) - k, bool)])
     small = diag & (np.abs(theta) < SINGULAR_TOL)
     if small.any():
         t2 = theta.copy()
         t2[small] = 0.0
-        f2, g2 = _value_and_grad(jnp.asarray(t2), M)
+        f2, g2 = vg(jnp.asarray(t2), *args)
         n_evals += 1
         if float(f2) <= f + 1e-9 * (1.0 + abs(f)):
             theta, f, g = t2, float(f2), np.asarray(g2)

@@ -9,6 +9,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import jax.numpy as jnp
+
+from . import residual
+from .correlation import CorrelationStructure
 from .covariance import template_spec
 from .design import Design, build_design
 from .errors import ArgumentError, FitWarning
@@ -16,7 +20,9 @@ from .fit import conditional_estimates, fit_theta
 from .model import LmerModel
 from .precision import float64
 from .results import LmerResult, make_mapping
+from .residual import structure_columns
 from .start import moment_start
+from .variance import VarianceFunction
 
 
 def _theta_names(design: Design) -> list[str]:
@@ -59,6 +65,8 @@ def _varcorr(design: Design, Ts: list[np.ndarray], sigma: float) -> pd.DataFrame
 
 def _ranef(design: Design, b: list, cond_cov: list) -> pd.DataFrame:
     """as.data.frame(ranef(fit, condVar = TRUE)): one row per term column and level."""
+    if not design.terms:
+        return pd.DataFrame({"grpvar": [], "term": [], "grp": [], "condval": [], "condsd": []})
     parts = []
     for t, bi, ci in zip(design.terms, b, cond_cov):
         for k, cname in enumerate(t.column_names):
@@ -79,6 +87,8 @@ def lmer(
     reml: bool = True,
     weights: str | np.ndarray | None = None,
     offset: str | np.ndarray | None = None,
+    correlation: CorrelationStructure | None = None,
+    variance: VarianceFunction | None = None,
     start: np.ndarray | None = None,
     max_iter: int = 1000,
 ) -> LmerResult:
@@ -96,6 +106,10 @@ def lmer(
     reml : REML (default) or maximum likelihood.
     weights : prior weights (column name or array of ``len(data)``), residual variance sigma^2 / w.
     offset : known term added to the linear predictor (column name or array).
+    correlation : a residual correlation structure within groups nested in the random-effects
+        factors (``jaxlmm.AR1("Subject", "occasion")``, ...; nlme's ``lme(correlation=)``):
+        ``e ~ N(0, sigma^2 S C S)`` block diagonal by group. See :func:`jaxlmm.gls`.
+    variance : a residual variance function (``jaxlmm.VarIdent("Sex")``, ``VarPower``, ``VarExp``).
     start : starting theta (lme4 order); default: moment estimates for scalar intercept terms,
         identity templates otherwise (see ``jaxlmm.start``).
 
@@ -105,7 +119,8 @@ def lmer(
     if not isinstance(reml, (bool, np.bool_)):
         raise ArgumentError(f"reml must be True or False, got {reml!r}")
     t0 = time.perf_counter()
-    design = build_design(formula, data, weights=weights, offset=offset)
+    extra = structure_columns(correlation, variance)
+    design = build_design(formula, data, weights=weights, offset=offset, extra_columns=extra)
     specs = tuple(template_spec(t.width, t.uncorrelated) for t in design.terms)
     ntheta = sum(s.size for s in specs)
     if start is not None:
@@ -114,7 +129,7 @@ def lmer(
             raise ArgumentError(f"start has {start.shape[0]} values; this model has {ntheta} theta parameters")
     if reml and design.n <= design.p:
         raise ArgumentError(f"REML needs more observations ({design.n}) than fixed effects ({design.p})")
-    model = LmerModel.from_design(design)
+    model = LmerModel.from_design(design, correlation, variance)
     return fit_model(model, reml=bool(reml), start=start, max_iter=max_iter, t0=t0, stacklevel=3)
 
 
@@ -124,17 +139,33 @@ def fit_model(model: LmerModel, *, reml: bool, start: np.ndarray | None = None, 
     t0 = time.perf_counter() if t0 is None else t0
     design = model.design
     specs = model.specs
+    k = sum(s.size for s in specs)
+    rfit = None
     with float64():
         M = model.arrays(reml)
         theta0 = moment_start(design, specs) if start is None else start
-        tf = fit_theta(M, theta0, max_iter=max_iter)
-        cond = conditional_estimates(tf.theta, M)
+        if model.rside is None:
+            tf = fit_theta(M, theta0, max_iter=max_iter)
+            Mc = M
+        else:
+            R = model.rside_arrays()
+            tf = fit_theta(M, np.r_[theta0, residual.start(R.meta)], max_iter=max_iter, rside=R)
+            u = tf.theta[k:]
+            nat = np.asarray(residual.natural(jnp.asarray(u), R.meta))
+            rfit = residual.RSideFit(meta=R.meta, u=_ro(u), natural=_ro(nat))
+            Mc = residual.arrays_at_jit(jnp.asarray(nat), M, R)
+        theta = tf.theta[:k]
+        cond = conditional_estimates(theta, Mc)
     singular = tf.singular
 
     x_names = list(design.x_names)
+    V = cond.vcov
+    if not reml and not design.terms and design.n > design.p:
+        # nlme's gls by ML reports Var(beta) with the unbiased sigma^2 r^2 / (n - p)
+        V = V * design.n / (design.n - design.p)
     fixef = pd.Series(cond.beta, index=x_names, name="estimate")
-    se = pd.Series(np.sqrt(np.diag(cond.vcov)), index=x_names, name="std_error")
-    vcov = pd.DataFrame(cond.vcov, index=x_names, columns=x_names)
+    se = pd.Series(np.sqrt(np.diag(V)), index=x_names, name="std_error")
+    vcov = pd.DataFrame(V, index=x_names, columns=x_names)
     eta = design.X @ cond.beta + design.offset
     for t, bi in zip(design.terms, cond.b):
         eta = eta + np.einsum("np,np->n", t.columns, bi[t.codes])
@@ -147,7 +178,7 @@ def fit_model(model: LmerModel, *, reml: bool, start: np.ndarray | None = None, 
             f"the optimiser did not converge ({tf.message}; max |gradient| "
             f"{np.max(np.abs(tf.grad)):.3g})"
         )
-    if singular:
+    if singular and design.terms:
         warn_msgs.append("boundary (singular) fit: a variance component is zero or a correlation is +-1")
     optinfo = {
         "optimizer": "bfgs (jax)",
@@ -171,7 +202,7 @@ def fit_model(model: LmerModel, *, reml: bool, start: np.ndarray | None = None, 
         _se=se,
         _vcov=vcov,
         sigma=cond.sigma,
-        theta=_ro(tf.theta),
+        theta=_ro(theta),
         theta_names=tuple(_theta_names(design)),
         _varcorr=_varcorr(design, cond.templates, cond.sigma),
         _ranef_source=lambda: _ranef(design, cond.b, cond.cond_cov()),
@@ -185,6 +216,7 @@ def fit_model(model: LmerModel, *, reml: bool, start: np.ndarray | None = None, 
         data_name=None,
         _model=model,
         _b=tuple(_ro(bi) for bi in cond.b),
+        _rside=rfit,
     )
     if warn_msgs:
         warnings.warn("; ".join(warn_msgs) + " (details in fit.optinfo)", FitWarning, stacklevel=stacklevel)

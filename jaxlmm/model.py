@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -30,11 +31,26 @@ class LmerModel:
     specs: tuple[TemplateSpec, ...]
     gram: Gram
     _cache: dict = dataclasses.field(default_factory=dict, repr=False)
+    rside: Any = None  # jaxlmm.residual.RSideArrays (numpy) when R has a structure
 
     @classmethod
-    def from_design(cls, design: Design) -> "LmerModel":
+    def from_design(cls, design: Design, correlation=None, variance=None) -> "LmerModel":
         specs = tuple(template_spec(t.width, t.uncorrelated) for t in design.terms)
-        return cls(design=design, specs=specs, gram=gram_blocks(design))
+        gram = gram_blocks(design)
+        rside = None
+        if correlation is not None or variance is not None:
+            from .residual import build_rside
+
+            rside = build_rside(design, gram, correlation, variance)
+        return cls(design=design, specs=specs, gram=gram, rside=rside)
+
+    def rside_arrays(self):
+        """The residual structure's device arrays (call under ``float64()``); cached."""
+        if "rside" not in self._cache:
+            from .residual import to_device
+
+            self._cache["rside"] = to_device(self.rside)
+        return self._cache["rside"]
 
     @property
     def n(self) -> int:

@@ -10,6 +10,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from .errors import ArgumentError
 from .summary import format_summary
 
 
@@ -54,6 +55,7 @@ class LmerResult:
     data_name: str | None = None
     _model: Any = None  # jaxlmm.model.LmerModel: design and Gram blocks, for inference and refits
     _b: tuple = ()  # conditional modes per term (levels_i, p_i), term order of the design
+    _rside: Any = None  # jaxlmm.residual.RSideFit: the fitted residual structure, if any
 
     @property
     def fixef(self) -> pd.Series:
@@ -75,7 +77,9 @@ class LmerResult:
         """As R's ``as.data.frame(VarCorr(fit))``: grp, var1, var2, vcov, sdcor; plus ``se``, the
         Wald standard error of ``sdcor`` (delta method from the exact Hessian of the deviance in
         ``(theta, sigma)``; NaN for a term at the boundary). The first access computes the
-        Hessian."""
+        Hessian (without ``se`` for fits with a residual structure: see ``residual_params``)."""
+        if self._rside is not None:
+            return self._varcorr.copy()
         return self._varcorr_se.copy()
 
     @property
@@ -101,8 +105,10 @@ class LmerResult:
 
     @property
     def df(self) -> int:
-        """Number of estimated parameters: fixed effects, theta, and sigma."""
-        return len(self.fixef) + len(self.theta) + 1
+        """Number of estimated parameters: fixed effects, theta, residual-structure parameters
+        and sigma."""
+        n_r = self._rside.meta.n_params if self._rside is not None else 0
+        return len(self.fixef) + len(self.theta) + n_r + 1
 
     @property
     def loglik(self) -> float:
@@ -115,7 +121,77 @@ class LmerResult:
 
     @property
     def bic(self) -> float:
-        return self.objective + self.df * np.log(self.nobs)
+        """``objective + df log(n)``; for REML fits with a residual structure or without random
+        effects (nlme's ``gls``/``lme``) ``n = nobs - p``, as nlme counts."""
+        n = self.nobs
+        if self.reml and (self._rside is not None or not self.ngroups):
+            n -= len(self._fixef)
+        return self.objective + self.df * np.log(n)
+
+    # --- residual structures (jaxlmm.residual) ---------------------------------------------
+
+    @property
+    def correlation_params(self) -> pd.Series:
+        """Parameters of the residual correlation structure on the natural scale (correlations;
+        the range of :class:`~jaxlmm.Exponential`); empty without one."""
+        if self._rside is None:
+            return pd.Series([], dtype=float, name="correlation")
+        return self._rside.correlation_params()
+
+    @property
+    def variance_params(self) -> pd.Series:
+        """Parameters of the residual variance function (SD ratios of :class:`~jaxlmm.VarIdent`,
+        the power or exponent); empty without one."""
+        if self._rside is None:
+            return pd.Series([], dtype=float, name="variance")
+        return self._rside.variance_params()
+
+    @functools.cached_property
+    def _residual_params(self) -> pd.DataFrame:
+        from .inference import covariance_from_hessian
+        from .residual import natural_hessian
+
+        r = self._rside
+        H = natural_hessian(self._model, self.theta, r.natural, self.sigma, self.reml)
+        A, _ = covariance_from_hessian(H)
+        k = len(self.theta)
+        se = np.sqrt(np.maximum(np.diag(A)[k : k + r.meta.n_params], 0.0))
+        kind = ["correlation"] * r.meta.n_cor + ["variance"] * r.meta.n_var
+        return pd.DataFrame({"kind": kind, "estimate": r.natural, "std_error": se}, index=list(r.meta.names))
+
+    @property
+    def residual_params(self) -> pd.DataFrame:
+        """Correlation and variance parameters (natural scale) with Wald standard errors from
+        the exact Hessian of ``-2 log L`` in ``(theta, parameters, sigma)``: columns ``kind``,
+        ``estimate``, ``std_error``."""
+        if self._rside is None:
+            return pd.DataFrame({"kind": [], "estimate": [], "std_error": []})
+        return self._residual_params.copy()
+
+    def resid(self, type: str = "response") -> pd.Series:
+        """Residuals as nlme's ``resid(fit, type=)``: ``"response"`` ``y - fitted``;
+        ``"pearson"`` divided by their modelled SD ``sigma s_i / sqrt(w_i)``; ``"normalized"``
+        also decorrelated within groups, ``L_g^{-1}`` applied (``C_g = L_g L_g'``): iid
+        standard Normal under the model."""
+        if type not in ("response", "pearson", "normalized"):
+            raise ArgumentError(f"type must be 'response', 'pearson' or 'normalized', got {type!r}")
+        r = self._residuals
+        if type == "response":
+            return r.copy()
+        w = np.ones(len(r)) if self.weights is None else self.weights
+        v = np.sqrt(w) * r.to_numpy() / self.sigma
+        if self._rside is not None:
+            from .residual import pearson_normalized
+
+            v = pearson_normalized(self._model, self._rside.natural, v, type == "normalized")
+        return pd.Series(v, index=r.index, name=f"{type}_residuals")
+
+    def _iid_only(self, what: str) -> None:
+        if self._rside is not None:
+            raise ArgumentError(
+                f"{what} is not available yet for fits with a residual correlation or variance "
+                "structure (fixed-effect tests: coef_table(ddf='residual') or ddf=None)"
+            )
 
     @property
     def deviance(self) -> float:
@@ -127,9 +203,9 @@ class LmerResult:
         return bool(self.optinfo["converged"])
 
     def scaled_residuals(self) -> np.ndarray:
-        """Pearson residuals divided by sigma: ``sqrt(w) (y - fitted) / sigma``."""
-        w = np.ones(len(self.residuals)) if self.weights is None else self.weights
-        return np.sqrt(w) * self._residuals.to_numpy() / self.sigma
+        """Pearson residuals: ``sqrt(w) (y - fitted) / sigma`` (divided by the variance
+        function's ``s_i`` too when the fit has one)."""
+        return self.resid("pearson").to_numpy()
 
     # --- inference (jaxlmm.inference, jaxlmm.ddf) ----------------------------------------
 
@@ -139,12 +215,14 @@ class LmerResult:
         (lme4's parametrisation; compare ``fit@optinfo$derivs$Hessian``)."""
         from .inference import theta_hessian
 
+        self._iid_only("hessian")
         return _frozen(theta_hessian(self._model, self.theta, self.reml))
 
     @functools.cached_property
     def _varpar_hessian(self) -> np.ndarray:
         from .inference import varpar_hessian
 
+        self._iid_only("the variance-parameter Hessian")
         return varpar_hessian(self._model, self.theta, self.sigma, self.reml)
 
     @functools.cached_property
@@ -191,6 +269,7 @@ class LmerResult:
         """
         from .intervals import confint
 
+        self._iid_only("confint")
         return confint(self, method=method, level=level, parm=parm, **kwargs)
 
     def coef_table(self, ddf: str | None = "satterthwaite") -> pd.DataFrame:
@@ -201,6 +280,8 @@ class LmerResult:
         """
         from .ddf import coef_table
 
+        if ddf not in ("residual", None):
+            self._iid_only(f"coef_table(ddf={ddf!r})")
         return coef_table(self, ddf)
 
     def test(self, L, ddf: str = "satterthwaite", rhs=None) -> pd.Series:
@@ -209,6 +290,7 @@ class LmerResult:
         denominator df."""
         from .ddf import hypothesis_test
 
+        self._iid_only("test")
         return hypothesis_test(self, L, ddf, rhs)
 
     # --- prediction, simulation, refits (jaxlmm.predict, jaxlmm.simulate) ------------------
@@ -227,6 +309,7 @@ class LmerResult:
         default); ``re=False`` keeps the conditional modes. Residuals ``N(0, sigma^2 / w)``."""
         from .simulate import simulate
 
+        self._iid_only("simulate")
         return simulate(self, n=n, seed=seed, re=re)
 
     def refit(self, y) -> "LmerResult":
@@ -234,6 +317,7 @@ class LmerResult:
         the Gram blocks of Z and X, and the compiled program."""
         from .simulate import refit
 
+        self._iid_only("refit")
         return refit(self, y)
 
     def bootstrap(self, n: int = 1000, seed=None, *, batch_size: int | None = None) -> pd.DataFrame:
@@ -242,12 +326,14 @@ class LmerResult:
         sigma, objective, converged."""
         from .simulate import bootstrap
 
+        self._iid_only("bootstrap")
         return bootstrap(self, n=n, seed=seed, batch_size=batch_size)
 
     def profile(self, which=None, **kwargs) -> pd.DataFrame:
         """Profile likelihood traces (``parameter, value, zeta``); see ``jaxlmm.profile``."""
         from .profile import profile
 
+        self._iid_only("profile")
         return profile(self, which=which, **kwargs)
 
     def summary(self) -> "Summary":

@@ -36,12 +36,29 @@ def _abbrev(name: str, n: int = 6) -> str:
     return "".join(chars[:n]) if len(chars) > n else "".join(chars)
 
 
+def _residual_structure(fit: "LmerResult") -> list[str]:
+    """nlme's lines for the correlation structure and variance function (estimates only)."""
+    r = fit._rside
+    if r is None:
+        return []
+    out = []
+    for label, obj, params in (("Correlation structure", r.meta.correlation, fit.correlation_params),
+                               ("Variance function", r.meta.variance, fit.variance_params)):
+        if obj is None:
+            continue
+        out.append(f"{label}: {obj!r}")
+        out.extend(_table([[f"{v:.4g}" for v in params]], [str(k) for k in params.index], align_left=0))
+    out.append("")
+    return out
+
+
 def format_summary(fit: "LmerResult") -> str:
     lines = []
+    kind = "Linear mixed model" if fit.ngroups else "Generalized least squares"
     if fit.reml:
-        lines.append("Linear mixed model fit by REML ['LmerResult']")
+        lines.append(f"{kind} fit by REML ['LmerResult']")
     else:
-        lines.append("Linear mixed model fit by maximum likelihood  ['LmerResult']")
+        lines.append(f"{kind} fit by maximum likelihood  ['LmerResult']")
     lines.append(f"Formula: {fit.formula}")
     if fit.data_name:
         lines.append(f"   Data: {fit.data_name}")
@@ -57,7 +74,8 @@ def format_summary(fit: "LmerResult") -> str:
     lines.append("Scaled residuals: ")
     lines.extend(_table([[f"{v:.4f}" for v in q]], ["Min", "1Q", "Median", "3Q", "Max"], align_left=0))
     lines.append("")
-    lines.append("Random effects:")
+    lines.extend(_residual_structure(fit))
+    lines.append("Random effects:" if fit.ngroups else "Residual:")
     vc = fit._varcorr
     rows = []
     groups = []
@@ -74,7 +92,7 @@ def format_summary(fit: "LmerResult") -> str:
             rows.append(cells)
     lines.extend(_table(rows, ["Groups", "Name", "Variance", "Std.Dev.", "Corr"], align_left=2))
     grp_txt = "; ".join(f"{g}, {n}" for g, n in fit.ngroups.items())
-    lines.append(f"Number of obs: {fit.nobs}, groups:  {grp_txt}")
+    lines.append(f"Number of obs: {fit.nobs}, groups:  {grp_txt}" if grp_txt else f"Number of obs: {fit.nobs}")
     if fit.n_dropped:
         lines.append(f"({fit.n_dropped} rows with missing values dropped)")
     lines.append("")

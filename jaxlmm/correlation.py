@@ -1,0 +1,386 @@
+"""Within-group residual correlation structures (nlme's ``corStruct``).
+
+The residual covariance is block diagonal by group, ``R_g = sigma^2 S_g C_g S_g`` (``S_g`` from a
+variance function, :mod:`jaxlmm.variance`). A structure here gives, for the rows of every group
+ordered by time and padded to ``T`` slots, the correlation matrix ``C_g (T, T)`` (identity on
+padding) and applies ``L_g^{-1}`` (``C_g = L_g L_g'``) to the packed rows ``B (G, T, c)``,
+returning the whitened rows and ``log|C_g|``. AR(1) and exponential correlation are Markov in
+time, so ``L_g^{-1}`` is bidiagonal and needs no factorisation; compound symmetry has a closed
+form for ``B' C^{-1} B``; unstructured and Toeplitz use a batched Cholesky.
+
+Parameters are optimised on an unconstrained scale ``u`` and reported on the natural scale
+(correlations, or the range of the exponential).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from .errors import ArgumentError, DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class CorMeta:
+    """What a structure needs to know about the packed data (static: hashable)."""
+
+    n_params: int
+    names: tuple[str, ...]
+    size: int = 0  # occasions (Unstructured), largest lag (Toeplitz, AR1), largest group (CS)
+    scale: float = 1.0  # typical time gap (Exponential's starting range)
+
+
+class CorrelationStructure:
+    """Base class: a grouping column and, where order matters, a time column."""
+
+    uses_time = True
+
+    def columns(self) -> tuple[str, ...]:
+        return (self.group,) + ((self.time,) if self.uses_time else ())
+
+    def _check_names(self) -> None:
+        for name in self.columns():
+            if not isinstance(name, str) or not name:
+                raise ArgumentError(f"{type(self).__name__}: column names must be non-empty strings, got {name!r}")
+
+    def time_key(self, values: pd.Series) -> np.ndarray:
+        """Numeric sort key of the time column (validated); rows are ordered by it in a group."""
+        if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            raise DataError(f"{self!r}: time column {values.name!r} must be numeric, it has dtype {values.dtype}")
+        v = values.to_numpy(dtype=np.float64)
+        if not np.isfinite(v).all():
+            raise DataError(f"{self!r}: time column {values.name!r} has infinite values")
+        return v
+
+    def prepare(self, key: np.ndarray, mask: np.ndarray, labels) -> tuple[CorMeta, dict]:
+        raise NotImplementedError
+
+    # --- JAX functions of the natural parameters -----------------------------------------
+
+    def natural(self, u, meta: CorMeta):
+        raise NotImplementedError
+
+    def start(self, meta: CorMeta) -> np.ndarray:
+        return np.zeros(meta.n_params)
+
+    def matrices(self, nat, meta: CorMeta, arrays: dict):
+        """``C_g (G, T, T)``, identity on padded slots."""
+        raise NotImplementedError
+
+    def whiten(self, nat, B, meta: CorMeta, arrays: dict):
+        """``(L_g^{-1} B_g, log|C_g|)`` for ``B (G, T, c)``: shapes ``(G, T, c)``, ``(G,)``."""
+        C = self.matrices(nat, meta, arrays)
+        L = jnp.linalg.cholesky(C)
+        Bt = jax.scipy.linalg.solve_triangular(L, B, lower=True)
+        logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(L, axis1=1, axis2=2)), axis=1)
+        return Bt, logdet
+
+    def gram(self, nat, B, meta: CorMeta, arrays: dict):
+        """``(B_g' C_g^{-1} B_g, log|C_g|)``: shapes ``(G, c, c)``, ``(G,)``."""
+        Bt, logdet = self.whiten(nat, B, meta, arrays)
+        return jnp.einsum("gtc,gtd->gcd", Bt, Bt), logdet
+
+
+def _check_unique_times(key: np.ndarray, mask: np.ndarray, structure, labels) -> None:
+    k = np.where(mask, key, np.nan)
+    dup = mask[:, 1:] & mask[:, :-1] & (k[:, 1:] == k[:, :-1])
+    if dup.any():
+        g = int(np.nonzero(dup.any(axis=1))[0][0])
+        raise DataError(
+            f"{structure!r}: time column {structure.time!r} has duplicate values inside a group "
+            f"(group {labels[g]!r}, time {k[g][1:][dup[g]][0]:g}); each occasion may "
+            "appear once per group"
+        )
+
+
+def _check_integer_times(key: np.ndarray, mask: np.ndarray, structure) -> None:
+    v = key[mask]
+    bad = v != np.round(v)
+    if bad.any():
+        raise DataError(
+            f"{structure!r}: time column {structure.time!r} must hold integer occasions, "
+            f"found {v[bad][0]:g}; use Exponential(group, time) for continuous time"
+        )
+
+
+def _markov_whiten(r, B):
+    """Whitening of a Markov (AR(1)-type) series: ``b~_1 = b_1``,
+    ``b~_t = (b_t - r_t b_{t-1}) / sqrt(1 - r_t^2)`` with ``r_t`` the correlation to the previous
+    row (0 at a group's first row and on padding); ``log|C| = sum log(1 - r_t^2)``."""
+    prev = jnp.concatenate([jnp.zeros_like(B[:, :1]), B[:, :-1]], axis=1)
+    one_m = 1.0 - r * r
+    Bt = (B - r[..., None] * prev) / jnp.sqrt(one_m)[..., None]
+    return Bt, jnp.sum(jnp.log(one_m), axis=1)
+
+
+def _markov_matrices(r):
+    """``C (G, T, T)`` of a Markov series from the lag-one correlations ``r (G, T)``:
+    ``C[s, t] = prod_{s < j <= t} r_j``."""
+    # products by masks, not ratios of cumulative products (a lag-one correlation may be 0)
+    G, T = r.shape
+    idx = np.arange(T)
+    out = jnp.ones((G, T, T), r.dtype)
+    for j in range(1, T):
+        sel = (idx[:, None] < j) & (idx[None, :] >= j)  # s < j <= t
+        out = out * jnp.where(sel[None], r[:, j][:, None, None], 1.0)
+    out = jnp.triu(out)
+    return out + jnp.swapaxes(jnp.triu(out, 1), 1, 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class AR1(CorrelationStructure):
+    """Discrete-time AR(1) within ``group``: ``corr(e_s, e_t) = phi^|time_s - time_t|`` on integer
+    occasions (a missed occasion is a gap, not a shift); ``-1 < phi < 1``. nlme's ``corAR1``."""
+
+    group: str
+    time: str
+
+    def __post_init__(self):
+        self._check_names()
+
+    def prepare(self, key, mask, labels):
+        _check_integer_times(key, mask, self)
+        _check_unique_times(key, mask, self, labels)
+        lag = np.zeros(key.shape, dtype=np.int64)
+        link = mask[:, 1:] & mask[:, :-1]
+        lag[:, 1:] = np.where(link, np.nan_to_num(key[:, 1:] - key[:, :-1]), 0).astype(np.int64)
+        max_lag = int(lag.max()) if lag.size else 0
+        return CorMeta(1, ("phi",), max(max_lag, 1)), {"lag": lag}
+
+    def natural(self, u, meta):
+        return jnp.tanh(u / 2.0)  # nlme's log((1 + phi) / (1 - phi))
+
+    def _lag_one(self, nat, meta, arrays):
+        phi = nat[0]
+        powers = jnp.concatenate([jnp.ones((1,), nat.dtype),
+                                  jax.lax.associative_scan(jnp.multiply, jnp.full((meta.size,), phi))])
+        lag = arrays["lag"]
+        return jnp.where(lag > 0, powers[lag], 0.0)
+
+    def whiten(self, nat, B, meta, arrays):
+        return _markov_whiten(self._lag_one(nat, meta, arrays), B)
+
+    def matrices(self, nat, meta, arrays):
+        return _markov_matrices(self._lag_one(nat, meta, arrays))
+
+
+@dataclasses.dataclass(frozen=True)
+class Exponential(CorrelationStructure):
+    """Continuous-time exponential correlation within ``group``:
+    ``corr(e_s, e_t) = exp(-|time_s - time_t| / range)``, ``range > 0``. nlme's ``corExp``."""
+
+    group: str
+    time: str
+
+    def __post_init__(self):
+        self._check_names()
+
+    def prepare(self, key, mask, labels):
+        _check_unique_times(key, mask, self, labels)
+        dt = np.zeros(key.shape)
+        link = mask[:, 1:] & mask[:, :-1]
+        dt[:, 1:] = np.where(link, np.nan_to_num(key[:, 1:] - key[:, :-1]), 0.0)
+        gaps = dt[:, 1:][link]
+        scale = float(np.median(gaps)) if gaps.size else 1.0
+        if not scale > 0:
+            scale = 1.0
+        link = np.concatenate([np.zeros((key.shape[0], 1), bool), link], axis=1)
+        return CorMeta(1, ("range",), 0, scale), {"dt": dt, "link": link}
+
+    def natural(self, u, meta):
+        return jnp.exp(u)
+
+    def start(self, meta):
+        return np.array([np.log(meta.scale)])  # range = the median gap between rows
+
+    def _lag_one(self, nat, meta, arrays):
+        rng = nat[0]
+        return jnp.where(arrays["link"], jnp.exp(-arrays["dt"] / rng), 0.0)
+
+    def whiten(self, nat, B, meta, arrays):
+        return _markov_whiten(self._lag_one(nat, meta, arrays), B)
+
+    def matrices(self, nat, meta, arrays):
+        return _markov_matrices(self._lag_one(nat, meta, arrays))
+
+
+@dataclasses.dataclass(frozen=True)
+class CompoundSymmetry(CorrelationStructure):
+    """Exchangeable correlation ``rho`` between any two rows of a ``group``,
+    ``-1/(m - 1) < rho < 1`` with ``m`` the largest group. nlme's ``corCompSymm``. Closed form:
+    ``C^{-1} = (I - k 11') / (1 - rho)``, ``k = rho / (1 + (m_g - 1) rho)``,
+    ``log|C| = (m_g - 1) log(1 - rho) + log(1 + (m_g - 1) rho)``."""
+
+    group: str
+    time: None = None
+    uses_time = False
+
+    def __post_init__(self):
+        if self.time is not None:
+            raise ArgumentError("CompoundSymmetry takes only the group column: CompoundSymmetry(group)")
+        self._check_names()
+
+    def columns(self):
+        return (self.group,)
+
+    def prepare(self, key, mask, labels):
+        m = int(mask.sum(axis=1).max())
+        if m < 2:
+            raise DataError(f"{self!r}: every group of {self.group!r} has a single row; there is no correlation to estimate")
+        return CorMeta(1, ("rho",), m), {"m": mask.sum(axis=1).astype(np.float64),
+                                         "mask": mask}
+
+    def natural(self, u, meta):
+        lo = -1.0 / (meta.size - 1)
+        return lo + (1.0 - lo) * jax.nn.sigmoid(u)
+
+    def start(self, meta):
+        lo = -1.0 / (meta.size - 1)
+        z = (0.0 - lo) / (1.0 - lo)
+        return np.array([np.log(z / (1.0 - z))])
+
+    def gram(self, nat, B, meta, arrays):
+        rho = nat[0]
+        m = arrays["m"]
+        k = rho / (1.0 + (m - 1.0) * rho)
+        s = jnp.sum(B, axis=1)
+        G = (jnp.einsum("gtc,gtd->gcd", B, B) - k[:, None, None] * jnp.einsum("gc,gd->gcd", s, s)) / (1.0 - rho)
+        logdet = (m - 1.0) * jnp.log1p(-rho) + jnp.log1p((m - 1.0) * rho)
+        return G, logdet
+
+    def matrices(self, nat, meta, arrays):
+        mk = arrays["mask"]
+        both = mk[:, :, None] & mk[:, None, :]
+        T = mk.shape[1]
+        eye = jnp.eye(T, dtype=nat.dtype)
+        return jnp.where(both, nat[0], 0.0) * (1.0 - eye) + eye
+
+
+def _corr_from_cpc(z, n: int):
+    """Correlation matrix ``(n, n)`` from canonical partial correlations ``z`` (row-wise lower
+    triangle, ``|z| < 1``) through its Cholesky factor: positive definite for every ``z``."""
+    L = jnp.zeros((n, n), z.dtype).at[0, 0].set(1.0)
+    k = 0
+    for i in range(1, n):
+        rest = jnp.asarray(1.0, z.dtype)
+        for j in range(i):
+            L = L.at[i, j].set(z[k] * jnp.sqrt(rest))
+            rest = rest - L[i, j] ** 2
+            k += 1
+        L = L.at[i, i].set(jnp.sqrt(rest))
+    return L @ L.T
+
+
+def _upper_pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """nlme's order of corSymm parameters: (1,2), (1,3), ..., (1,n), (2,3), ..."""
+    r, c = np.triu_indices(n, 1)
+    return r, c
+
+
+def _gather_matrices(full, occ):
+    """Per-group submatrices ``full[occ_s, occ_t]`` of an ``(n, n)`` matrix; identity where a
+    slot is padding (``occ = -1``)."""
+    valid = occ >= 0
+    o = jnp.where(valid, occ, 0)
+    C = full[o[:, :, None], o[:, None, :]]
+    both = valid[:, :, None] & valid[:, None, :]
+    T = occ.shape[1]
+    eye = jnp.eye(T, dtype=full.dtype)
+    return jnp.where(both, C, 0.0) * (1.0 - eye) + eye
+
+
+@dataclasses.dataclass(frozen=True)
+class Unstructured(CorrelationStructure):
+    """A general correlation matrix over the occasions (distinct values of ``time``): one
+    correlation per pair of occasions, nlme's ``corSymm`` (parameters in its order
+    ``(1,2), (1,3), ..., (2,3), ...``). Positive definite by construction (canonical partial
+    correlations on the unconstrained scale)."""
+
+    group: str
+    time: str
+
+    def __post_init__(self):
+        self._check_names()
+
+    def time_key(self, values):
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            return values.cat.codes.to_numpy().astype(np.float64)
+        return super().time_key(values)
+
+    def prepare(self, key, mask, labels):
+        _check_unique_times(key, mask, self, labels)
+        occ_values = np.unique(key[mask])
+        n = len(occ_values)
+        if n < 2:
+            raise DataError(f"{self!r}: time column {self.time!r} has a single occasion")
+        occ = np.full(key.shape, -1, dtype=np.int64)
+        occ[mask] = np.searchsorted(occ_values, key[mask])
+        lab = [f"{v:g}" for v in occ_values]
+        r, c = _upper_pairs(n)
+        names = tuple(f"cor({lab[a]},{lab[b]})" for a, b in zip(r, c))
+        return CorMeta(len(r), names, n), {"occ": occ}
+
+    def natural(self, u, meta):
+        n = meta.size
+        C = _corr_from_cpc(jnp.tanh(u), n)
+        r, c = _upper_pairs(n)
+        return C[r, c]
+
+    def _full(self, nat, meta):
+        n = meta.size
+        r, c = _upper_pairs(n)
+        M = jnp.zeros((n, n), nat.dtype).at[r, c].set(nat)
+        return M + M.T + jnp.eye(n, dtype=nat.dtype)
+
+    def matrices(self, nat, meta, arrays):
+        return _gather_matrices(self._full(nat, meta), arrays["occ"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Toeplitz(CorrelationStructure):
+    """One correlation per lag ``|time_s - time_t|`` on integer occasions (banded to the largest
+    lag in the data). Positive definite by construction: partial autocorrelations on the
+    unconstrained scale, mapped to correlations by the Durbin–Levinson recursion."""
+
+    group: str
+    time: str
+
+    def __post_init__(self):
+        self._check_names()
+
+    def prepare(self, key, mask, labels):
+        _check_integer_times(key, mask, self)
+        _check_unique_times(key, mask, self, labels)
+        tmin = np.where(mask, key, np.inf).min(axis=1, keepdims=True)
+        t0 = np.where(mask, key - tmin, -1).astype(np.int64)
+        max_lag = int(t0.max())
+        if max_lag < 1:
+            raise DataError(f"{self!r}: every group of {self.group!r} has a single occasion")
+        names = tuple(f"lag{k}" for k in range(1, max_lag + 1))
+        return CorMeta(max_lag, names, max_lag), {"occ": t0}
+
+    def natural(self, u, meta):
+        pac = jnp.tanh(u)
+        rho = [pac[0]]
+        phi = [pac[0]]
+        for k in range(2, meta.size + 1):
+            pk = pac[k - 1]
+            num = sum(phi[j] * rho[k - 2 - j] for j in range(k - 1))
+            den = 1.0 - sum(phi[j] * rho[j] for j in range(k - 1))
+            rho.append(pk * den + num)
+            phi = [phi[j] - pk * phi[k - 2 - j] for j in range(k - 1)] + [pk]
+        return jnp.stack(rho)
+
+    def matrices(self, nat, meta, arrays):
+        n = meta.size + 1
+        idx = np.arange(n)
+        lag = np.abs(idx[:, None] - idx[None, :])
+        full = jnp.concatenate([jnp.ones((1,), nat.dtype), nat])[lag]
+        return _gather_matrices(full, arrays["occ"])
+
+
+STRUCTURES = (AR1, Exponential, CompoundSymmetry, Unstructured, Toeplitz)
