@@ -84,6 +84,21 @@ class CorrelationStructure:
         Bt, logdet = self.whiten(nat, B, meta, arrays)
         return jnp.einsum("gtc,gtd->gcd", Bt, Bt), logdet
 
+    # --- decomposition (rows fixed: no variance function) --------------------------------
+
+    def decompose(self, A: np.ndarray, gcode: np.ndarray, prev: np.ndarray, key: np.ndarray):
+        """Write ``A' C^{-1} A = sum_j w_j(params) sum_r l_r' r_r`` with fixed pseudo-rows, so the
+        objective needs no pass over the rows: ``(components, stats)`` with components
+        ``(left (N, c), right (N, c), src (N,), symmetrize)`` (``src``: a row of the same group,
+        for the level codes) and the arrays :meth:`component_weights` needs; None where no such
+        form exists. ``A (n, c)`` rows, ``gcode`` group, ``prev`` the previous row of the group
+        in time (-1 for none), ``key`` the time, all in the original row order."""
+        return None
+
+    def component_weights(self, nat, meta: CorMeta, stats: dict):
+        """``(w (J,), sum_g log|C_g|)`` for :meth:`decompose`'s components."""
+        raise NotImplementedError
+
 
 def _check_unique_times(key: np.ndarray, mask: np.ndarray, structure, labels) -> None:
     k = np.where(mask, key, np.nan)
@@ -115,6 +130,40 @@ def _markov_whiten(r, B):
     one_m = 1.0 - r * r
     Bt = (B - r[..., None] * prev) / jnp.sqrt(one_m)[..., None]
     return Bt, jnp.sum(jnp.log(one_m), axis=1)
+
+
+MAX_STEP_CLASSES = 32
+
+
+def _markov_decompose(A, prev, step):
+    """Markov series with a lag-one correlation ``r`` that depends only on the step to the
+    previous row (0: none). With ``p`` the previous row,
+    ``b~ b~' = (b b' - r (b p' + p b') + r^2 p p') / (1 - r^2)``; rows grouped by step class
+    give three components per class (one for the first rows, ``r = 0``)."""
+    classes, cls = np.unique(step, return_inverse=True)
+    if len(classes) > MAX_STEP_CLASSES:
+        return None
+    comps = []
+    for k, value in enumerate(classes):
+        rows = np.nonzero(cls == k)[0]
+        a = A[rows]
+        if value == 0:
+            comps.append((a, a, rows, False))
+            continue
+        pr = A[prev[rows]]
+        comps += [(a, a, rows, False), (a, pr, rows, True), (pr, pr, rows, False)]
+    counts = np.bincount(cls, minlength=len(classes)).astype(np.float64)
+    return comps, {"step_class": classes.astype(np.float64), "count": counts}
+
+
+def _markov_weights(r_class, stats):
+    """Component weights for :func:`_markov_decompose` (class 0, a group's first rows, always
+    exists and comes first): ``1``, then ``1 / (1 - r^2), -r / (1 - r^2), r^2 / (1 - r^2)`` per
+    further class; and ``sum log(1 - r^2)`` over the rows."""
+    r = r_class[1:]
+    om = 1.0 - r * r
+    w = jnp.concatenate([jnp.ones((1,), r_class.dtype), jnp.stack([1.0 / om, -r / om, r * r / om], axis=1).ravel()])
+    return w, jnp.sum(stats["count"][1:] * jnp.log(om))
 
 
 def _markov_matrices(r):
@@ -167,6 +216,18 @@ class AR1(CorrelationStructure):
     def matrices(self, nat, meta, arrays):
         return _markov_matrices(self._lag_one(nat, meta, arrays))
 
+    def decompose(self, A, gcode, prev, key):
+        return _markov_decompose(A, prev, np.where(prev >= 0, key - key[np.maximum(prev, 0)], 0.0))
+
+    def component_weights(self, nat, meta, stats):
+        k = stats["step_class"]
+        phi = nat[0]
+        # phi^k by repeated products (k integer >= 1; k = 0 marks a group's first row: r = 0)
+        powers = jnp.concatenate([jnp.ones((1,), nat.dtype),
+                                  jax.lax.associative_scan(jnp.multiply, jnp.full((meta.size,), phi))])
+        r_class = jnp.where(k > 0, powers[k.astype(jnp.int32)], 0.0)
+        return _markov_weights(r_class, stats)
+
 
 @dataclasses.dataclass(frozen=True)
 class Exponential(CorrelationStructure):
@@ -206,6 +267,14 @@ class Exponential(CorrelationStructure):
 
     def matrices(self, nat, meta, arrays):
         return _markov_matrices(self._lag_one(nat, meta, arrays))
+
+    def decompose(self, A, gcode, prev, key):
+        return _markov_decompose(A, prev, np.where(prev >= 0, key - key[np.maximum(prev, 0)], 0.0))
+
+    def component_weights(self, nat, meta, stats):
+        k = stats["step_class"]
+        r_class = jnp.where(k > 0, jnp.exp(-k / nat[0]), 0.0)
+        return _markov_weights(r_class, stats)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,6 +320,31 @@ class CompoundSymmetry(CorrelationStructure):
         G = (jnp.einsum("gtc,gtd->gcd", B, B) - k[:, None, None] * jnp.einsum("gc,gd->gcd", s, s)) / (1.0 - rho)
         logdet = (m - 1.0) * jnp.log1p(-rho) + jnp.log1p((m - 1.0) * rho)
         return G, logdet
+
+    def decompose(self, A, gcode, prev, key):
+        """``A' C^{-1} A = (A'A - sum_g k(m_g) s_g s_g') / (1 - rho)`` with ``s_g`` the group's
+        column sums: one component of rows, one of group sums per group size ``m``."""
+        G = int(gcode.max()) + 1
+        m = np.bincount(gcode, minlength=G)
+        S = np.zeros((G, A.shape[1]))
+        np.add.at(S, gcode, A)
+        first = np.full(G, -1)
+        first[gcode[::-1]] = np.arange(len(gcode))[::-1]
+        sizes = np.unique(m)
+        comps = [(A, A, np.arange(len(gcode)), False)]
+        for size in sizes:
+            g = np.nonzero(m == size)[0]
+            comps.append((S[g], S[g], first[g], False))
+        return comps, {"size": sizes.astype(np.float64),
+                       "groups": np.array([(m == v).sum() for v in sizes], dtype=np.float64)}
+
+    def component_weights(self, nat, meta, stats):
+        rho = nat[0]
+        m = stats["size"]
+        k = rho / (1.0 + (m - 1.0) * rho)
+        w = jnp.concatenate([jnp.ones((1,), nat.dtype), -k]) / (1.0 - rho)
+        logdet = jnp.sum(stats["groups"] * ((m - 1.0) * jnp.log1p(-rho) + jnp.log1p((m - 1.0) * rho)))
+        return w, logdet
 
     def matrices(self, nat, meta, arrays):
         mk = arrays["mask"]

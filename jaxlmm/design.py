@@ -141,7 +141,19 @@ def _level_labels(values: pd.Series) -> tuple[np.ndarray, list[str]]:
             f"grouping column {values.name!r} mixes values of different types "
             "(e.g. numbers and strings); convert it to str or to a pandas Categorical"
         ) from None
-    return codes.astype(np.int64), [_label(u) for u in uniq]
+    return codes.astype(np.int64), _labels(uniq)
+
+
+def _labels(uniq: np.ndarray) -> list[str]:
+    """:func:`_label` of each sorted unique value, vectorised for integer and string arrays."""
+    if uniq.dtype.kind in "iu":
+        return uniq.astype(str).tolist()
+    if uniq.dtype.kind == "f" and np.all(np.isfinite(uniq)) and np.all(uniq == np.round(uniq)) \
+            and np.all(np.abs(uniq) < 2**53):
+        return uniq.astype(np.int64).astype(str).tolist()
+    if uniq.dtype == object and all(type(u) is str for u in uniq):
+        return list(uniq)
+    return [_label(u) for u in uniq]
 
 
 def row_labels(df: pd.DataFrame, factors: tuple[str, ...]) -> np.ndarray:

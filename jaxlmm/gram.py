@@ -30,6 +30,8 @@ class Gram:
 
 def _weighted_cross(codes, ncodes, a, b, w):
     """sum over rows with code c of w * a[:, k] * b[:, l]  -> (ncodes, ka, kb)."""
+    if ncodes == 1:
+        return ((a * w[:, None]).T @ b)[None]
     out = np.empty((ncodes, a.shape[1], b.shape[1]))
     for k in range(a.shape[1]):
         wa = w * a[:, k]
@@ -65,3 +67,44 @@ def gram_blocks(design: Design) -> Gram:
             pattern[(i, j)] = (r, c)
             off[key_name(i, j)] = vals
     return Gram(nlevels=nlevels, widths=widths, diag=diag, off=off, pattern=pattern)
+
+
+def cross_blocks(gram: Gram, codes: list[np.ndarray], left: list[np.ndarray], right: list[np.ndarray],
+                 symmetrize: bool = False) -> tuple[list, dict]:
+    """Blocks of ``sum_r left_r' right_r`` in the layout (level pattern) of ``gram``.
+
+    ``codes[i] (N,)`` per random-effects stage, ``left[i]``/``right[i] (N, p_i)`` per stage
+    (terms, then XY with a single level): each pseudo-row's level and columns. Every level pair
+    must occur in ``gram``'s pattern. ``symmetrize`` adds the transpose (``+ right' left``).
+    """
+    K = len(gram.nlevels)
+    N = left[-1].shape[0]
+    codes = [c.astype(np.int64) for c in codes] + [np.zeros(N, dtype=np.int64)]
+    ones = np.ones(N)
+
+    def block(c, nc, i, j):
+        """``sum left_i (x) right_j`` (+ ``right_i (x) left_j``) by code: ``(nc, p_i, p_j)``."""
+        out = _weighted_cross(c, nc, left[i], right[j], ones)
+        if symmetrize:
+            out = out + _weighted_cross(c, nc, right[i], left[j], ones)
+        return out
+
+    diag = [block(codes[i], gram.nlevels[i], i, i) for i in range(K)]
+    off = {}
+    for (i, j), (r, c) in gram.pattern.items():
+        if i == K - 1:
+            # one level on the XY side: sum by the level of j, then (p_XY, p_j) per level
+            out = np.empty((gram.nlevels[j], left[i].shape[1], left[j].shape[1]))
+            for a in range(left[i].shape[1]):
+                for b in range(left[j].shape[1]):
+                    v = left[i][:, a] * right[j][:, b]
+                    if symmetrize:
+                        v = v + right[i][:, a] * left[j][:, b]
+                    out[:, a, b] = np.bincount(codes[j], weights=v, minlength=gram.nlevels[j])
+            vals = out
+        else:
+            keys = c.astype(np.int64) * gram.nlevels[i] + r
+            idx = np.searchsorted(keys, codes[j] * gram.nlevels[i] + codes[i])
+            vals = block(idx, len(keys), i, j)
+        off[key_name(i, j)] = vals
+    return diag, off

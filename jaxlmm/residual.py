@@ -26,7 +26,7 @@ import numpy as np
 from .correlation import CorMeta, CorrelationStructure
 from .design import Design, _grouping
 from .errors import ArgumentError, DataError
-from .gram import Gram
+from .gram import Gram, cross_blocks
 from .kernels.structure import key_name
 from .objective import ModelArrays, objective
 from .variance import VarianceFunction, VarMeta
@@ -44,6 +44,7 @@ class RSideMeta:
     nlevels: tuple[int, ...]  # levels of each term
     pairs: tuple[tuple[int, int, int], ...]  # (i, j, nnz) off-diagonal term pairs, i > j
     shape: tuple[int, int]  # (G, T)
+    stats: bool = False  # the Gram blocks are fixed components weighted by the parameters
 
     @property
     def n_cor(self) -> int:
@@ -66,7 +67,7 @@ class RSideMeta:
 class RSideArrays:
     """Packed rows and index maps (see module docstring)."""
 
-    A: object  # (G, T, c)
+    A: object  # (G, T, c); empty when meta.stats (the components replace the rows)
     slot: object  # (n,) flat slot g * T + t of each row
     cor: dict
     var: object  # (G, T) per-slot values of the variance function's column (0 on padding)
@@ -74,16 +75,24 @@ class RSideArrays:
     pair: dict  # key_name(i, j) -> (G,) index into the level-pair pattern
     log_w: object  # sum log w
     meta: RSideMeta = dataclasses.field(metadata=dict(static=True))
+    comp: dict = dataclasses.field(default_factory=dict)  # "diag": [(J, ...)], "off": {name: (J, ...)}
 
 
 jax.tree_util.register_dataclass(
-    RSideArrays, data_fields=["A", "slot", "cor", "var", "level", "pair", "log_w"], meta_fields=["meta"]
+    RSideArrays, data_fields=["A", "slot", "cor", "var", "level", "pair", "log_w", "comp"], meta_fields=["meta"]
 )
+
+# components are used while (number of components) x (size of the Gram blocks) stays below
+# this many times the per-row work they replace (n c^2)
+COMPONENT_BUDGET = 2.0
 
 
 def _group_codes(design: Design, correlation) -> tuple[np.ndarray, list[str]]:
     if correlation is None:
         return np.arange(design.n), [str(i) for i in range(design.n)]
+    for t in design.terms:  # the random-effects factor itself: reuse its codes
+        if t.factors == (correlation.group,):
+            return t.codes.astype(np.int64), list(t.levels)
     codes, labels = _grouping(design.aux, (correlation.group,))
     return codes.astype(np.int64), labels
 
@@ -111,8 +120,14 @@ def _check_nesting(design: Design, gcode: np.ndarray, G: int, correlation) -> li
 
 
 def build_rside(design: Design, gram: Gram, correlation: CorrelationStructure | None,
-                variance: VarianceFunction | None) -> RSideArrays:
-    """Pack the rows by correlation group and time (numpy arrays; validation errors here)."""
+                variance: VarianceFunction | None, sufficient: bool = True) -> RSideArrays:
+    """Pack the rows by correlation group and time (numpy arrays; validation errors here).
+
+    Without a variance function, structures that can (AR(1), exponential with few distinct
+    gaps, compound symmetry) write the whitened Gram matrix as fixed Gram-shaped components
+    weighted by functions of their parameters (:meth:`CorrelationStructure.decompose`); these
+    are computed here once and the objective does no work per row or group
+    (``sufficient=False`` keeps the per-row path)."""
     structure_columns(correlation, variance)
     n = design.n
     gcode, glabels = _group_codes(design, correlation)
@@ -146,11 +161,16 @@ def build_rside(design: Design, gram: Gram, correlation: CorrelationStructure | 
     if variance is not None:
         var_meta, var_vals = variance.prepare(design.aux[variance.column])
 
-    cols = [t.columns for t in design.terms] + [np.column_stack([design.X, design.y - design.offset])]
-    widths = [c.shape[1] for c in cols]
+    widths = [t.width for t in design.terms] + [design.p + 1]
     bounds = np.concatenate([[0], np.cumsum(widths)])
     slices = tuple((int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]))
-    A = np.column_stack(cols) * np.sqrt(design.weights)[:, None]
+    A = np.empty((n, int(bounds[-1])))
+    for t, (a, b) in zip(design.terms, slices):
+        A[:, a:b] = t.columns
+    A[:, bounds[-2] : bounds[-1] - 1] = design.X
+    A[:, -1] = design.y - design.offset
+    if not np.all(design.weights == 1.0):
+        A *= np.sqrt(design.weights)[:, None]
 
     k = len(design.terms)
     pairs, pair_idx = [], {}
@@ -166,14 +186,44 @@ def build_rside(design: Design, gram: Gram, correlation: CorrelationStructure | 
                 raise AssertionError("level-pair pattern of the groups differs from the rows'")
             pair_idx[name] = np.searchsorted(uniq, keyg)
             pairs.append((i, j, len(uniq)))
+    comp, reduced = {}, None
+    if sufficient and correlation is not None and variance is None:
+        prev = np.full(n, -1)
+        same = gcode[order][1:] == gcode[order][:-1]
+        prev[order[1:][same]] = order[:-1][same]
+        reduced = correlation.decompose(A, gcode, prev, key)
+    if reduced is not None:
+        comps, stats = reduced
+        size = sum(d.size for d in gram.diag) + sum(v.size for v in gram.off.values())
+        if len(comps) * size > COMPONENT_BUDGET * n * A.shape[1] ** 2:
+            reduced = None
+    if reduced is not None:
+        comp = _component_blocks(design, gram, comps, slices)
+        cor_arrays = {**cor_arrays, **{"comp_" + k: v for k, v in stats.items()}}
+        A = np.zeros((0, 0, A.shape[1]))
+    else:
+        A = pack(A)
     meta = RSideMeta(
         correlation=correlation, variance=variance, cor_meta=cor_meta, var_meta=var_meta,
         slices=slices, nlevels=tuple(t.n_levels for t in design.terms), pairs=tuple(pairs), shape=(G, T),
+        stats=reduced is not None,
     )
     return RSideArrays(
-        A=pack(A), slot=slot, cor=cor_arrays, var=pack(var_vals), level=tuple(levels), pair=pair_idx,
-        log_w=np.float64(np.sum(np.log(design.weights))), meta=meta,
+        A=A, slot=slot, cor=cor_arrays, var=pack(var_vals), level=tuple(levels), pair=pair_idx,
+        log_w=np.float64(np.sum(np.log(design.weights))), meta=meta, comp=comp,
     )
+
+
+def _component_blocks(design: Design, gram: Gram, comps, slices) -> dict:
+    """Each component's Gram blocks, stacked: ``diag[i] (J, levels_i, p_i, p_i)``, ``off``."""
+    diags, offs = [], []
+    for left, right, src, sym in comps:
+        split = lambda M: [M[:, a:b] for a, b in slices]  # noqa: E731
+        d, o = cross_blocks(gram, [t.codes[src] for t in design.terms], split(left), split(right), sym)
+        diags.append(d)
+        offs.append(o)
+    return {"diag": [np.stack([d[i] for d in diags]) for i in range(len(diags[0]))],
+            "off": {k: np.stack([o[k] for o in offs]) for k in offs[0]}}
 
 
 def to_device(R: RSideArrays) -> RSideArrays:
@@ -215,7 +265,7 @@ def _scaled_rows(nat, R: RSideArrays, B):
 
 
 def _whitened_gram(nat, R: RSideArrays):
-    """Per group ``G_g = A_g' Lambda_g^{-1} A_g (G, c, c)`` and ``log|Lambda_R|``."""
+    """Per unit ``G_g = A_g' Lambda_g^{-1} A_g (units, c, c)`` and ``log|Lambda_R|``."""
     meta = R.meta
     B, sum_logs = _scaled_rows(nat, R, R.A)
     if meta.correlation is None:
@@ -231,12 +281,18 @@ def gram_blocks_at(nat, R: RSideArrays):
     """The Gram blocks ``(diag, off)`` of the whitened problem and ``log|Lambda_R|``, in the
     layout of :class:`jaxlmm.gram.Gram`."""
     meta = R.meta
+    if meta.stats:
+        stats = {k[5:]: v for k, v in R.cor.items() if k.startswith("comp_")}
+        w, logdet_c = meta.correlation.component_weights(nat[: meta.n_cor], meta.cor_meta, stats)
+        diag = [jnp.tensordot(w, D, 1) for D in R.comp["diag"]]
+        off = {k: jnp.tensordot(w, v, 1) for k, v in R.comp["off"].items()}
+        return diag, off, logdet_c - R.log_w
     Gc, logdet = _whitened_gram(nat, R)
     sl = [slice(a, b) for a, b in meta.slices]
     k = len(meta.nlevels)
     xy = sl[k]
     diag = [jax.ops.segment_sum(Gc[:, sl[i], sl[i]], R.level[i], num_segments=meta.nlevels[i]) for i in range(k)]
-    diag.append(jnp.sum(Gc[:, xy, xy], axis=0))
+    diag.append(jnp.sum(Gc[:, xy, xy], axis=0, keepdims=True))
     off = {}
     for i, j, nnz in meta.pairs:
         off[key_name(i, j)] = jax.ops.segment_sum(Gc[:, sl[i], sl[j]], R.pair[key_name(i, j)], num_segments=nnz)

@@ -16,12 +16,11 @@ from test_residual import make_data
 def packed(structure, df, c=3, seed=0):
     """Pack ``df`` the way jaxlmm.residual does (by group, then time) for one structure."""
     from jaxlmm.design import build_design
-    from jaxlmm.model import LmerModel
-    from jaxlmm.residual import structure_columns
+    from jaxlmm.gram import gram_blocks
+    from jaxlmm.residual import build_rside, structure_columns
 
     design = build_design("y ~ x", df, extra_columns=structure_columns(structure, None), require_random=False)
-    model = LmerModel.from_design(design, structure, None)
-    R = model.rside
+    R = build_rside(design, gram_blocks(design), structure, None, sufficient=False)
     B = np.random.default_rng(seed).normal(size=R.A.shape[:2] + (c,))
     mask = np.zeros(R.A.shape[0] * R.A.shape[1], bool)
     mask[R.slot] = True
@@ -145,3 +144,35 @@ def test_correlation_groups_must_nest_in_random_factors():
     df = make_data(0)
     with pytest.raises(jl.ArgumentError, match="must be nested in the random-effects grouping factor 'g'"):
         jl.lmer("y ~ x + (1 | g)", df, correlation=jl.AR1("cohort", "t"))
+
+
+@pytest.mark.parametrize("structure", [jl.AR1("g", "t"), jl.Exponential("g", "t"), jl.CompoundSymmetry("g")], ids=repr)
+@pytest.mark.parametrize("bars", ["", " + (1 + x | g)", " + (1 | cohort) + (1 | g)"])
+def test_sufficient_statistics_match_rows(structure, bars, monkeypatch):
+    """The once-reduced statistics give the same Gram blocks as whitening the rows."""
+    import jaxlmm.residual
+
+    monkeypatch.setattr(jaxlmm.residual, "COMPONENT_BUDGET", 1e9)
+    from jaxlmm.design import build_design
+    from jaxlmm.gram import gram_blocks
+    from jaxlmm.residual import build_rside, gram_blocks_at, structure_columns, to_device
+
+    df = make_data(4, n_groups=30)
+    design = build_design("y ~ x" + bars, df, weights="w", extra_columns=structure_columns(structure, None),
+                          require_random=False)
+    gram = gram_blocks(design)
+    rows = build_rside(design, gram, structure, None, sufficient=False)
+    stats = build_rside(design, gram, structure, None)
+    assert stats.meta.stats and not rows.meta.stats
+    with float64():
+        nat = jnp.asarray([0.6 if not isinstance(structure, jl.Exponential) else 1.7])
+        a = gram_blocks_at(nat, to_device(rows))
+        b = gram_blocks_at(nat, to_device(stats))
+    for x, y in zip(jax_leaves(a), jax_leaves(b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-11, atol=1e-11)
+
+
+def jax_leaves(tree):
+    import jax
+
+    return jax.tree_util.tree_leaves(tree)

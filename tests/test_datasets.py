@@ -15,6 +15,7 @@ SHAPES = {
     "penicillin": (144, 3),
     "pastes": (60, 4),
     "classroom": (18, 5),
+    "orthodont": (108, 5),
 }
 
 GROUPING = {
@@ -24,6 +25,7 @@ GROUPING = {
     "penicillin": ["plate", "sample"],
     "pastes": ["batch", "cask", "sample"],
     "classroom": ["classroom"],
+    "orthodont": ["Subject"],
 }
 
 
@@ -139,3 +141,10 @@ def test_classroom_generator_writes_csv(tmp_path):
     assert written.shape == (18, 5)
     shipped = datasets.load("classroom")
     assert written["score"].tolist() == shipped["score"].tolist()
+
+
+def test_orthodont_levels_follow_r():
+    df = datasets.load("orthodont")
+    assert list(df["Sex"].cat.categories) == ["Male", "Female"]
+    assert sorted(df["occasion"].unique()) == [1, 2, 3, 4]
+    assert df.groupby("Subject").size().eq(4).all()

@@ -29,7 +29,15 @@ sources (Davies & Goldsmith, 1972, for dyestuff, penicillin and pastes; Box & Ti
     per cask; casks are nested in batches (``sample`` is the batch:cask label).
     Model: ``strength ~ 1 + (1 | batch/cask)``.
 
-One is not from lme4:
+One from the R package nlme (Pinheiro & Bates, 2000; Potthoff & Roy, 1964):
+
+``orthodont`` (108 x 5: ``distance``, ``age``, ``Subject``, ``Sex``, ``occasion``)
+    Distance (mm) from the pituitary to the pterygomaxillary fissure of 16 boys and 11 girls
+    at ages 8, 10, 12 and 14 (``occasion`` 1-4). ``Sex`` is a Categorical with R's level order
+    (Male, Female). Model: ``distance ~ age + Sex + (1 | Subject)``; with residual structures,
+    e.g. ``gls("distance ~ age * Sex", orthodont, correlation=AR1("Subject", "occasion"))``.
+
+One is not from R:
 
 ``classroom`` (18 x 5: ``student``, ``classroom``, ``noise``, ``gender``, ``score``)
     **Simulated** data (see ``jaxlmm/datasets/make_classroom.py``, seed 20261125).
@@ -57,6 +65,7 @@ EXAMPLES: dict[str, str] = {
     "penicillin": "diameter ~ 1 + (1 | plate) + (1 | sample)",
     "pastes": "strength ~ 1 + (1 | batch/cask)",
     "classroom": "score ~ noise + gender + (1 | classroom)",
+    "orthodont": "distance ~ age + Sex + (1 | Subject)",
 }
 
 # name -> (file name, columns read as strings)
@@ -67,6 +76,12 @@ _FILES: dict[str, tuple[str, tuple[str, ...]]] = {
     "penicillin": ("penicillin.csv", ("plate", "sample")),
     "pastes": ("pastes.csv", ("batch", "cask", "sample")),
     "classroom": ("classroom.csv", ("student", "classroom", "gender")),
+    "orthodont": ("orthodont.csv", ("Subject", "Sex")),
+}
+
+# name -> {column: level order} for factors whose order is not alphabetical in R
+_LEVELS: dict[str, dict[str, list[str]]] = {
+    "orthodont": {"Sex": ["Male", "Female"]},
 }
 
 
@@ -88,4 +103,7 @@ def load(name: str) -> pd.DataFrame:
         )
     fname, str_cols = _FILES[key]
     with resources.files(__name__).joinpath(fname).open("rb") as fh:
-        return pd.read_csv(fh, dtype={c: str for c in str_cols})
+        df = pd.read_csv(fh, dtype={c: str for c in str_cols})
+    for col, levels in _LEVELS.get(key, {}).items():
+        df[col] = pd.Categorical(df[col], categories=levels)
+    return df
