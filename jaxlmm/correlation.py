@@ -401,8 +401,13 @@ class Unstructured(CorrelationStructure):
         self._check_names()
 
     def time_key(self, values):
-        if isinstance(values.dtype, pd.CategoricalDtype):
-            return values.cat.codes.to_numpy().astype(np.float64)
+        """Occasions may be numbers, or any labels (a Categorical in its order, others sorted),
+        which are numbered from 1 (the parameter names then use those positions, as nlme)."""
+        if isinstance(values.dtype, pd.CategoricalDtype) or not pd.api.types.is_numeric_dtype(values):
+            from .design import _level_labels
+
+            codes, _ = _level_labels(values)
+            return codes.astype(np.float64) + 1.0
         return super().time_key(values)
 
     def prepare(self, key, mask, labels):

@@ -10,9 +10,14 @@ rows to ``T`` slots; the ``c`` compact columns are every term's per-row columns,
 ``y - offset``, scaled by ``sqrt(w)``. Correlation groups must be nested in every random-effects
 grouping factor (as in nlme), so all rows of a group share one level per term and the group's
 ``c x c`` whitened cross-product ``G_g = A~_g' A~_g`` lands, block by block, on the same level
-(pair) of the Gram matrix as its rows' unweighted products would. Per parameter value the work
-is one pass over the ``G`` groups (``O(n c^2)``; batched ``T x T`` Cholesky for unstructured
-and Toeplitz correlation); nothing else changes.
+(pair) of the Gram matrix as its rows' unweighted products would. Per parameter value that is
+one pass over the groups (``O(n c^2)``; batched ``T x T`` Cholesky for unstructured and
+Toeplitz correlation).
+
+Without a variance function, AR(1), exponential (few distinct gaps) and compound symmetry
+avoid even that: the whitened Gram matrix is ``sum_j w_j(params) A_j`` with fixed Gram-shaped
+components ``A_j`` computed once (:meth:`~jaxlmm.correlation.CorrelationStructure.decompose`),
+so an evaluation costs a few multiples of the Gram matrix's size, nothing per row.
 """
 
 from __future__ import annotations

@@ -117,13 +117,21 @@ def dense_z(design):
     return Zs
 
 
+@pytest.mark.parametrize("path", ["rows", "components"])
 @pytest.mark.parametrize("cor", list(STRUCTURES))
 @pytest.mark.parametrize("seed", range(4))
-def test_objective_matches_dense_v(cor, seed):
+def test_objective_matches_dense_v(cor, seed, path, monkeypatch):
+    import jaxlmm.residual
+
+    # the per-row whitening, or (where the structure has one, without a variance function) the
+    # decomposition into fixed components, whatever its size
+    monkeypatch.setattr(jaxlmm.residual, "COMPONENT_BUDGET", 1e12 if path == "components" else -1.0)
     rng = np.random.default_rng(100 + seed)
     df = make_data(seed)
     structure = STRUCTURES[cor]()
     variance = VARIANCES[list(VARIANCES)[(seed + len(cor)) % 4]]()
+    if path == "components" and cor in ("ar1", "exp", "cs"):
+        variance = None  # the decomposition needs fixed rows
     if structure is None and variance is None:
         variance = jl.VarPower("v")
     bars = RANDOM[(seed + len(cor)) % len(RANDOM)]
@@ -133,6 +141,10 @@ def test_objective_matches_dense_v(cor, seed):
     design = build_design("y ~ x" + bars, df, weights="w" if weighted else None, extra_columns=extra,
                           require_random=False)
     model = LmerModel.from_design(design, structure, variance)
+    if path == "components" and structure is not None and variance is None and cor in ("ar1", "exp", "cs"):
+        assert model.rside.meta.stats
+    else:
+        assert not model.rside.meta.stats
     with float64():
         M = model.arrays(reml)
         R = model.rside_arrays()
