@@ -30,7 +30,7 @@ import numpy as np
 
 from .correlation import CorMeta, CorrelationStructure
 from .design import Design, _grouping
-from .errors import ArgumentError, DataError
+from .errors import ArgumentError
 from .gram import Gram, cross_blocks
 from .kernels.structure import key_name
 from .objective import ModelArrays, objective

@@ -19,7 +19,7 @@ from jaxlmm.design import build_design
 from jaxlmm.model import LmerModel
 from jaxlmm.objective import objective
 from jaxlmm.precision import float64
-from jaxlmm.residual import arrays_at, natural, structure_columns
+from jaxlmm.residual import arrays_at, structure_columns
 
 from test_objective_oracle import dense_objective
 
@@ -108,7 +108,7 @@ def random_natural(structure, variance, meta, rng):
 
 
 def dense_z(design):
-    Zs, Ts = [], []
+    Zs = []
     for t in design.terms:
         Z = np.zeros((design.n, t.n_levels * t.width))
         for k in range(t.width):

@@ -1,0 +1,116 @@
+"""Many responses of one design, fitted by one compiled, vmapped program.
+
+The response enters the Gram matrix only through ``XY' W [Z X y]``
+(:meth:`jaxlmm.model.LmerModel.response_blocks`: one sparse product for all responses), so BFGS,
+the fixed effects, their standard errors and sigma are ``vmap``-ped over responses, in batches
+of a power of two (programs are shared across calls of different sizes). With more than one
+device the batch axis is sharded over a one-dimensional mesh (``jax.sharding``); the model's
+constant arrays are replicated. Used by the parametric bootstrap and :func:`jaxlmm.lmer_many`.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .covariance import diagonal_mask
+from .errors import ArgumentError
+from .fit import CONVERGED_GRAD, GTOL
+from .model import LmerModel, with_response
+from .objective import ModelArrays, factor, objective
+from .optimize import minimize_bfgs
+from .parameters import sdcor_from_varpar
+from .precision import float64
+
+
+def check_count(n, what: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0:
+        raise ArgumentError(f"{what} must be a positive integer, got {n!r}")
+    return int(n)
+
+
+def _beta_se_sigma(theta, M: ModelArrays):
+    """Fixed effects, their standard errors and sigma at ``theta`` from the trailing
+    ``(p+1)^2`` block of the factor: ``beta = L_X^{-T} l``, ``sigma^2 = r^2 / nu``,
+    ``Var(beta) = sigma^2 (L_X L_X')^{-1}``."""
+    f = factor(theta, M)
+    p = M.p
+    Lt = f.tail[M.m_z_tail :, M.m_z_tail :]
+    LX, l, r = Lt[:p, :p], Lt[p, :p], Lt[p, p]
+    beta = jax.scipy.linalg.solve_triangular(LX, l, lower=True, trans="T")
+    nu = M.n - p if M.reml else M.n
+    sigma = jnp.abs(r) / jnp.sqrt(nu)
+    Linv = jax.scipy.linalg.solve_triangular(LX, jnp.eye(p, dtype=LX.dtype), lower=True)
+    se = sigma * jnp.sqrt(jnp.sum(Linv * Linv, axis=0))
+    return beta, se, sigma
+
+
+@functools.partial(jax.jit, static_argnames=("max_iter",))
+def _fit_batch(theta0, M: ModelArrays, D, offs, max_iter: int = 1000):
+    def one(D1, offs1):
+        M1 = with_response(M, D1, offs1)
+        r = minimize_bfgs(objective, theta0, M1, gtol=GTOL, max_iter=max_iter)
+        beta, se, sigma = _beta_se_sigma(r.x, M1)
+        sdcor = sdcor_from_varpar(jnp.concatenate([r.x, sigma[None]]), M.specs)
+        return r.fun, r.grad, r.status, beta, sdcor, se, r.x, r.nfev
+
+    return jax.vmap(one)(D, offs)
+
+
+FIELDS = ("objective", "grad", "status", "beta", "sdcor", "se", "theta", "n_evals")
+
+
+def _mesh_sharding():
+    """A sharding of the leading (batch) axis over all devices of the default backend, or None
+    with a single device."""
+    devices = jax.devices()
+    if len(devices) < 2:
+        return None, 1
+    mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch")), len(devices)
+
+
+def fit_many(model: LmerModel, Y: np.ndarray, theta0: np.ndarray, reml: bool, batch_size: int | None = None,
+             max_iter: int = 1000, shard: bool | None = None) -> dict:
+    """Fit responses ``Y (n, B)`` (offset not yet subtracted) from ``theta0``: a dict of arrays
+    with leading axis ``B`` (see :data:`FIELDS`). ``shard``: split each batch over the devices
+    (default: when there are several)."""
+    B = Y.shape[1]
+    theta0 = np.array(theta0, dtype=np.float64)
+    diag = diagonal_mask(model.specs)
+    theta0[diag] = np.maximum(np.abs(theta0[diag]), 0.1)  # zero is a stationary point: start inside
+    sharding, n_dev = _mesh_sharding() if shard is not False else (None, 1)
+    out = {k: [] for k in FIELDS}
+    with float64():
+        M = model.arrays(reml, host_lapack=False)
+        if batch_size is None:  # about 2e7 doubles of batched Gram and factor arrays per batch
+            per = sum(int(np.size(d)) for d in M.diag) + sum(int(np.size(o)) for o in M.off.values())
+            per += int(M.structure.m) ** 2
+            # a power of two: calls of different sizes share compiled programs
+            batch_size = int(max(1, min(1 << max(B - 1, 0).bit_length(), 2e7 // per, 1024)))
+        batch_size = check_count(batch_size, "batch_size")
+        if sharding is not None:
+            batch_size = -(-batch_size // n_dev) * n_dev  # a multiple of the device count
+        t0 = jnp.asarray(theta0)
+        for s in range(0, B, batch_size):
+            Yb = Y[:, s : s + batch_size]
+            nb = Yb.shape[1]
+            if nb < batch_size and (s > 0 or sharding is not None):  # pad: one compiled shape
+                Yb = np.concatenate([Yb, np.repeat(Yb[:, -1:], batch_size - nb, axis=1)], axis=1)
+            D, offs = model.response_blocks(Yb - model.design.offset[:, None])
+            D, offs = jnp.asarray(D), [jnp.asarray(o) for o in offs]
+            if sharding is not None:
+                D = jax.device_put(D, sharding)
+                offs = [jax.device_put(o, sharding) for o in offs]
+            res = _fit_batch(t0, M, D, offs, max_iter=max_iter)
+            for key, v in zip(FIELDS, res):
+                out[key].append(np.asarray(v)[:nb])
+    r = {k: np.concatenate(v) for k, v in out.items()}
+    fmax = np.maximum(1.0, np.abs(r["objective"]))
+    gmax = np.max(np.abs(r["grad"]), axis=1) if r["grad"].shape[1] else np.zeros(B)
+    r["converged"] = (r["status"] == 0) | (np.isin(r["status"], (1, 3)) & (gmax <= CONVERGED_GRAD * np.sqrt(fmax)))
+    return r
