@@ -44,6 +44,7 @@ from .anova import anova  # noqa: E402
 from .correlation import AR1, CompoundSymmetry, Exponential, Toeplitz, Unstructured  # noqa: E402
 from .gls import gls  # noqa: E402
 from .lmer import lmer  # noqa: E402
+from .many import lmer_many  # noqa: E402
 from .variance import VarExp, VarIdent, VarPower  # noqa: E402
 from .results import LmerResult  # noqa: E402
 
@@ -51,6 +52,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "lmer",
+    "lmer_many",
     "gls",
     "anova",
     "AR1",
