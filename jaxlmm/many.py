@@ -89,7 +89,7 @@ def lmer_many(
     dropped for every response (count in ``attrs["n_dropped"]``).
 
     One compiled program fits all responses: BFGS is ``vmap``-ped over them in batches
-    (``batch_size``, default a power of two up to 1024), sharded over the devices when there are
+    (``batch_size``, default a power of two up to 64 on CPU, 1,024 on accelerators), sharded over the devices when there are
     several (``shard``; see ``jaxlmm.batch``). Each response starts from the moment estimate of
     the first. Returns one row per response (index: the response names) with the fixed effects,
     their standard errors (``se_<name>``), the sd/cor parameters and ``sigma`` (lme4's names, as
