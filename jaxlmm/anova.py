@@ -37,6 +37,7 @@ def anova(*fits, names: list[str] | None = None, refit: bool = True) -> pd.DataF
     for k, f in enumerate(fits):
         if not isinstance(f, LmerResult):
             raise ArgumentError(f"argument {k + 1} is a {type(f).__name__}, not a fitted model (LmerResult)")
+        f._rows_only("anova")
     if names is None:
         names = [f"model{k + 1}" for k in range(len(fits))]
     names = [str(n) for n in names]

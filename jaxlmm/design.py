@@ -144,6 +144,32 @@ def _level_labels(values: pd.Series) -> tuple[np.ndarray, list[str]]:
     return codes.astype(np.int64), _labels(uniq)
 
 
+def check_levels(t, n_levels: int, width: int, n: int) -> None:
+    """lme4's identifiability checks of a random-effects term's number of levels."""
+    if n_levels < 2:
+        raise DataError(
+            f"grouping factor {t.name!r} of term {t} has a single level; "
+            "a random effect needs at least two"
+        )
+    if n_levels >= n:
+        raise DataError(
+            f"grouping factor {t.name!r} has {n_levels} levels for {n} observations; "
+            "the number of levels must be below the number of observations"
+        )
+    if n_levels * width >= n:
+        raise DataError(
+            f"term {t} has {n_levels * width} random effects for {n} observations; "
+            "the random-effects parameters and the residual variance are unidentifiable"
+        )
+
+
+def term_order(nlevels: list[int]) -> list[int]:
+    """lme4's order of terms: the reverse of the ascending stable order of their levels."""
+    if not any(b > a for a, b in zip(nlevels, nlevels[1:])):
+        return list(range(len(nlevels)))
+    return list(reversed(np.argsort(nlevels, kind="stable").tolist()))
+
+
 def _labels(uniq: np.ndarray) -> list[str]:
     """:func:`_label` of each sorted unique value, vectorised for integer and string arrays."""
     if uniq.dtype.kind in "iu":
@@ -231,29 +257,13 @@ def _vector_argument(value, name: str, df: pd.DataFrame, n_total: int) -> tuple[
     return arr, None
 
 
-def build_design(formula: str | ParsedFormula, data: Any, *, weights=None, offset=None,
-                 extra_columns: dict[str, str] | None = None, require_random: bool = True) -> Design:
-    """Validate the data against the formula and build the model matrices (before any compute).
-
-    ``extra_columns`` (name -> what uses it, e.g. a correlation structure's group and time
-    columns) must exist, take part in dropping rows with missing values, and come back in
-    ``Design.aux`` for the rows used."""
-    pf = formula if isinstance(formula, ParsedFormula) else parse_formula(formula)
-    if require_random and not pf.random:
-        raise FormulaError(
-            f"formula {pf.formula!r} has no random-effects term such as (1 | group); "
-            "lmer needs at least one"
-        )
-    df = as_frame(data)
-    n_total = len(df)
-    columns = set(map(str, df.columns))
-
-    resp_is_col = pf.response in columns
+def needed_columns(pf: ParsedFormula, columns: set[str]) -> dict[str, str]:
+    """The data columns the formula uses (name -> where), in order of first use."""
     needed: dict[str, str] = {}
     # a response that is not a column is a Python expression (R's LHS is arithmetic, not terms)
-    resp_expr = "{" + pf.response + "}"
     resp_vars = (
-        {pf.response} if resp_is_col else _required(resp_expr, "response", repr(pf.response))
+        {pf.response} if pf.response in columns
+        else _required("{" + pf.response + "}", "response", repr(pf.response))
     )
     for v in resp_vars:
         needed.setdefault(v, "response")
@@ -265,6 +275,34 @@ def build_design(formula: str | ParsedFormula, data: Any, *, weights=None, offse
                 needed.setdefault(v, f"term {t}")
         for f in t.factors:
             needed.setdefault(f, f"grouping factor of {t}")
+    return needed
+
+
+def build_design(formula: str | ParsedFormula, data: Any, *, weights=None, offset=None,
+                 extra_columns: dict[str, str] | None = None, require_random: bool = True,
+                 chunk: bool = False) -> Design:
+    """Validate the data against the formula and build the model matrices (before any compute).
+
+    ``extra_columns`` (name -> what uses it, e.g. a correlation structure's group and time
+    columns) must exist, take part in dropping rows with missing values, and come back in
+    ``Design.aux`` for the rows used.
+
+    ``chunk``: the data are one chunk of a larger table (``jaxlmm.outofcore``): no aliased
+    columns are dropped, no level counts are checked and the terms keep the formula's order
+    (all of that is decided on the whole table)."""
+    pf = formula if isinstance(formula, ParsedFormula) else parse_formula(formula)
+    if require_random and not pf.random:
+        raise FormulaError(
+            f"formula {pf.formula!r} has no random-effects term such as (1 | group); "
+            "lmer needs at least one"
+        )
+    df = as_frame(data)
+    n_total = len(df)
+    columns = set(map(str, df.columns))
+
+    resp_is_col = pf.response in columns
+    resp_expr = "{" + pf.response + "}"
+    needed = needed_columns(pf, columns)
     for v, where in (extra_columns or {}).items():
         if v not in columns:
             raise DataError(f"unknown column {v!r} ({where}); data has columns {sorted(columns)}")
@@ -318,7 +356,7 @@ def build_design(formula: str | ParsedFormula, data: Any, *, weights=None, offse
 
     X, x_names, x_spec = _model_matrix(pf.fixed, sub, "fixed-effects part")
     x_all_names = tuple(x_names)
-    drop = _aliased(X)
+    drop = [] if chunk else _aliased(X)
     dropped = tuple(x_names[k] for k in drop)
     if drop:
         warnings.warn(
@@ -338,21 +376,8 @@ def build_design(formula: str | ParsedFormula, data: Any, *, weights=None, offse
         if Zi.shape[1] == 0:
             raise FormulaError(f"random-effects term {t} has no columns")
         codes, labels = _grouping(sub, t.factors)
-        if len(labels) < 2:
-            raise DataError(
-                f"grouping factor {t.name!r} of term {t} has a single level; "
-                "a random effect needs at least two"
-            )
-        if len(labels) >= n:
-            raise DataError(
-                f"grouping factor {t.name!r} has {len(labels)} levels for {n} observations; "
-                "the number of levels must be below the number of observations"
-            )
-        if len(labels) * Zi.shape[1] >= n:
-            raise DataError(
-                f"term {t} has {len(labels) * Zi.shape[1]} random effects for {n} observations; "
-                "the random-effects parameters and the residual variance are unidentifiable"
-            )
+        if not chunk:
+            check_levels(t, len(labels), Zi.shape[1], n)
         terms.append(
             TermDesign(
                 name=t.name, factors=t.factors, expr=t.expr, codes=codes, levels=tuple(labels),
@@ -360,10 +385,8 @@ def build_design(formula: str | ParsedFormula, data: Any, *, weights=None, offse
             )
         )
     nl = [t.n_levels for t in terms]
-    if any(b > a for a, b in zip(nl, nl[1:])):
-        # lme4's rule: reverse of the ascending stable order (largest number of levels first)
-        order = list(reversed(np.argsort(nl, kind="stable").tolist()))
-        terms = [terms[k] for k in order]
+    if not chunk and any(b > a for a, b in zip(nl, nl[1:])):
+        terms = [terms[k] for k in term_order(nl)]
 
     w = np.ones(n) if w_all is None else w_all[mask]
     off = np.zeros(n) if o_all is None else o_all[mask]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from typing import Any
@@ -102,7 +103,9 @@ def lmer(
     ----------
     formula : ``"y ~ x + (1 + x | g) + (1 | h)"``; ``(e || g)`` uncorrelated; ``(1 | a/b)`` nested;
         ``(1 | a:b)`` interaction of grouping columns.
-    data : pandas DataFrame or dict of columns.
+    data : pandas DataFrame or dict of columns; or Parquet data larger than memory (a path, a
+        glob such as ``"data/*.parquet"``, or a ``pyarrow.dataset.Dataset``), whose Gram blocks
+        are accumulated batch by batch (``jaxlmm.outofcore``; no per-row outputs).
     reml : REML (default) or maximum likelihood.
     weights : prior weights (column name or array of ``len(data)``), residual variance sigma^2 / w.
     offset : known term added to the linear predictor (column name or array).
@@ -119,6 +122,12 @@ def lmer(
     if not isinstance(reml, (bool, np.bool_)):
         raise ArgumentError(f"reml must be True or False, got {reml!r}")
     t0 = time.perf_counter()
+    from .outofcore import is_dataset, lmer_dataset
+
+    if is_dataset(data):
+        if correlation is not None or variance is not None or start is not None:
+            raise ArgumentError("fits from a Parquet dataset take no correlation, variance or start")
+        return lmer_dataset(formula, data, reml=reml, weights=weights, offset=offset, max_iter=max_iter)
     extra = structure_columns(correlation, variance)
     design = build_design(formula, data, weights=weights, offset=offset, extra_columns=extra)
     specs = tuple(template_spec(t.width, t.uncorrelated) for t in design.terms)
@@ -221,6 +230,50 @@ def fit_model(model: LmerModel, *, reml: bool, start: np.ndarray | None = None, 
     if warn_msgs:
         warnings.warn("; ".join(warn_msgs) + " (details in fit.optinfo)", FitWarning, stacklevel=stacklevel)
     return result
+
+
+def fit_gram(gram, specs, design0, terms, labels, *, n: int, n_dropped: int, log_w: float, reml: bool,
+             max_iter: int, t0: float, info: dict) -> LmerResult:
+    """Fit from accumulated Gram blocks (``jaxlmm.outofcore``): ``design0`` is one chunk's design
+    (names and encodings), ``terms`` its terms in the model's order, ``labels`` their global
+    level labels. The result has no per-row outputs."""
+    terms = tuple(dataclasses.replace(t, levels=tuple(lab)) for t, lab in zip(terms, labels))
+    design = dataclasses.replace(design0, terms=terms, n_dropped=n_dropped)
+    model = LmerModel(design=design, specs=specs, gram=gram, totals=(int(n), float(log_w)))
+    with float64():
+        M = model.arrays(reml)
+        tf = fit_theta(M, None, max_iter=max_iter)
+        cond = conditional_estimates(tf.theta, M)
+    x_names = list(design.x_names)
+    empty = pd.Series([], dtype=float)
+    warn_msgs = _fit_warnings(tf, tf.singular)
+    optinfo = {"optimizer": "bfgs (jax)", "converged": tf.converged, "status": tf.status, "message": tf.message,
+               "n_iter": tf.n_iter, "n_evals": tf.n_evals, "grad": _ro(tf.grad),
+               "grad_norm": float(np.max(np.abs(tf.grad))) if tf.grad.size else 0.0,
+               "warnings": tuple(warn_msgs), "time_s": time.perf_counter() - t0, **info}
+    result = LmerResult(
+        formula=design.formula.formula, reml=bool(reml), objective=tf.objective, nobs=int(n), n_dropped=n_dropped,
+        _fixef=pd.Series(cond.beta, index=x_names, name="estimate"),
+        _se=pd.Series(np.sqrt(np.diag(cond.vcov)), index=x_names, name="std_error"),
+        _vcov=pd.DataFrame(cond.vcov, index=x_names, columns=x_names), sigma=cond.sigma, theta=_ro(tf.theta),
+        theta_names=tuple(_theta_names(design)), _varcorr=_varcorr(design, cond.templates, cond.sigma),
+        _ranef_source=lambda: _ranef(design, cond.b, cond.cond_cov()), singular=tf.singular,
+        _fitted=empty.rename("fitted"), _residuals=empty.rename("residuals"), optinfo=make_mapping(optinfo),
+        ngroups=make_mapping({t.name: t.n_levels for t in terms}), dropped_columns=(), weights=None,
+        data_name=None, _model=model, _b=tuple(_ro(bi) for bi in cond.b),
+    )
+    if warn_msgs:
+        warnings.warn("; ".join(warn_msgs) + " (details in fit.optinfo)", FitWarning, stacklevel=4)
+    return result
+
+
+def _fit_warnings(tf, singular: bool) -> list[str]:
+    msgs = []
+    if not tf.converged:
+        msgs.append(f"the optimiser did not converge ({tf.message}; max |gradient| {np.max(np.abs(tf.grad)):.3g})")
+    if singular:
+        msgs.append("boundary (singular) fit: a variance component is zero or a correlation is +-1")
+    return msgs
 
 
 def _ro(a: np.ndarray) -> np.ndarray:

@@ -32,6 +32,9 @@ class LmerModel:
     gram: Gram
     _cache: dict = dataclasses.field(default_factory=dict, repr=False)
     rside: Any = None  # jaxlmm.residual.RSideArrays (numpy) when R has a structure
+    # a model accumulated out of core (jaxlmm.outofcore): the row count and sum log w of the
+    # whole table; ``design`` is then one chunk's, for names, encodings and levels only
+    totals: tuple[int, float] | None = None
 
     @classmethod
     def from_design(cls, design: Design, correlation=None, variance=None) -> "LmerModel":
@@ -54,7 +57,7 @@ class LmerModel:
 
     @property
     def n(self) -> int:
-        return self.design.n
+        return self.design.n if self.totals is None else self.totals[0]
 
     @property
     def p(self) -> int:
@@ -66,7 +69,14 @@ class LmerModel:
 
     @property
     def log_det_w(self) -> float:
+        if self.totals is not None:
+            return self.totals[1]
         return float(np.sum(np.log(self.design.weights)))
+
+    @property
+    def has_rows(self) -> bool:
+        """Whether the design holds every row (not a model accumulated out of core)."""
+        return self.totals is None
 
     def arrays(self, reml: bool, host_lapack: bool | None = None) -> ModelArrays:
         """Device arrays of the objective (call under ``float64()``); cached per flags."""

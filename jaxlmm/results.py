@@ -175,6 +175,7 @@ class LmerResult:
         standard Normal under the model."""
         if type not in ("response", "pearson", "normalized"):
             raise ArgumentError(f"type must be 'response', 'pearson' or 'normalized', got {type!r}")
+        self._rows_only("resid")
         r = self._residuals
         if type == "response":
             return r.copy()
@@ -185,6 +186,15 @@ class LmerResult:
 
             v = pearson_normalized(self._model, self._rside.natural, v, type == "normalized")
         return pd.Series(v, index=r.index, name=f"{type}_residuals")
+
+    @property
+    def has_rows(self) -> bool:
+        """Whether per-row outputs exist (not a fit accumulated out of core from Parquet)."""
+        return self._model is None or self._model.has_rows
+
+    def _rows_only(self, what: str) -> None:
+        if not self.has_rows:
+            raise ArgumentError(f"{what} needs the data's rows, which a fit from a Parquet dataset does not keep")
 
     def _iid_only(self, what: str) -> None:
         if self._rside is not None:
@@ -270,6 +280,8 @@ class LmerResult:
         from .intervals import confint
 
         self._iid_only("confint")
+        if method != "wald":
+            self._rows_only(f"confint(method={method!r})")
         return confint(self, method=method, level=level, parm=parm, **kwargs)
 
     def coef_table(self, ddf: str | None = "satterthwaite") -> pd.DataFrame:
@@ -282,6 +294,8 @@ class LmerResult:
 
         if ddf not in ("residual", None):
             self._iid_only(f"coef_table(ddf={ddf!r})")
+        if ddf == "kenward-roger":
+            self._rows_only("Kenward-Roger")
         return coef_table(self, ddf)
 
     def test(self, L, ddf: str = "satterthwaite", rhs=None) -> pd.Series:
@@ -301,6 +315,8 @@ class LmerResult:
         ``"population"`` (random effect 0), ``"error"`` or ``"nan"``."""
         from .predict import predict
 
+        if newdata is None:
+            self._rows_only("predict() without newdata")
         return predict(self, newdata=newdata, re=re, new_levels=new_levels)
 
     def simulate(self, n: int = 1, seed=None, re: bool = True) -> pd.DataFrame:
@@ -310,6 +326,7 @@ class LmerResult:
         from .simulate import simulate
 
         self._iid_only("simulate")
+        self._rows_only("simulate")
         return simulate(self, n=n, seed=seed, re=re)
 
     def refit(self, y) -> "LmerResult":
@@ -318,6 +335,7 @@ class LmerResult:
         from .simulate import refit
 
         self._iid_only("refit")
+        self._rows_only("refit")
         return refit(self, y)
 
     def bootstrap(self, n: int = 1000, seed=None, *, batch_size: int | None = None) -> pd.DataFrame:
@@ -327,6 +345,7 @@ class LmerResult:
         from .simulate import bootstrap
 
         self._iid_only("bootstrap")
+        self._rows_only("bootstrap")
         return bootstrap(self, n=n, seed=seed, batch_size=batch_size)
 
     def profile(self, which=None, **kwargs) -> pd.DataFrame:
@@ -334,6 +353,7 @@ class LmerResult:
         from .profile import profile
 
         self._iid_only("profile")
+        self._rows_only("profile")
         return profile(self, which=which, **kwargs)
 
     def summary(self) -> "Summary":

@@ -70,10 +70,11 @@ def format_summary(fit: "LmerResult") -> str:
         lines.extend(_table([[f"{v:.1f}" for v in vals[:4]] + [f"{int(vals[4])}"]],
                             ["AIC", "BIC", "logLik", "deviance", "df.resid"], align_left=0))
     lines.append("")
-    q = np.quantile(fit.scaled_residuals(), [0, 0.25, 0.5, 0.75, 1])
-    lines.append("Scaled residuals: ")
-    lines.extend(_table([[f"{v:.4f}" for v in q]], ["Min", "1Q", "Median", "3Q", "Max"], align_left=0))
-    lines.append("")
+    if fit.has_rows:
+        q = np.quantile(fit.scaled_residuals(), [0, 0.25, 0.5, 0.75, 1])
+        lines.append("Scaled residuals: ")
+        lines.extend(_table([[f"{v:.4f}" for v in q]], ["Min", "1Q", "Median", "3Q", "Max"], align_left=0))
+        lines.append("")
     lines.extend(_residual_structure(fit))
     lines.append("Random effects:" if fit.ngroups else "Residual:")
     vc = fit._varcorr

@@ -1,0 +1,248 @@
+"""Fits from tables larger than memory: the Gram blocks accumulated chunk by chunk.
+
+Everything the fit needs from the rows is the blocked Gram matrix ``[Z X y]' W [Z X y]``
+(design note section 3), a sum over rows. A Parquet dataset (a file, a directory, a glob, or a
+``pyarrow.dataset.Dataset``) is read twice in record batches of ``batch_rows`` rows, only the
+columns the formula uses:
+
+1. levels: the complete rows' distinct values of every categorical column and grouping factor
+   (so level codes, the lme4 order of terms and the fixed-effect encoding are global);
+2. sums: each batch becomes a design with global codes and its blocks are added in; the
+   off-diagonal level pairs of crossed factors are kept as (key, block) lists, reduced as they
+   grow.
+
+Peak memory is one batch plus the Gram blocks, whatever the number of rows. The fit then runs as
+in memory. Per-row outputs (fitted values, residuals) are not kept.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .covariance import template_spec
+from .design import _grouping, _label, _level_labels, build_design, check_levels, needed_columns, term_order
+from .errors import ArgumentError, DataError
+from .formula import parse_formula
+from .gram import Gram, _weighted_cross
+from .kernels.structure import key_name
+
+DEFAULT_BATCH_ROWS = 1_000_000
+
+
+def is_dataset(data: Any) -> bool:
+    """A path (file, directory or glob of Parquet files) or a pyarrow dataset."""
+    if isinstance(data, (str, os.PathLike)):
+        return True
+    try:
+        import pyarrow.dataset as pads
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(data, pads.Dataset)
+
+
+def open_dataset(source: Any):
+    try:
+        import pyarrow.dataset as pads
+    except ImportError:  # pragma: no cover
+        raise ArgumentError("fitting from Parquet files needs pyarrow: pip install pyarrow") from None
+    if isinstance(source, pads.Dataset):
+        return source
+    path = os.fspath(source)
+    files = sorted(glob.glob(path)) if any(c in path for c in "*?[") else None
+    if files == [] or (files is None and not os.path.exists(path)):
+        raise DataError(f"no Parquet data at {path!r}")
+    try:
+        return pads.dataset(files if files is not None else path, format="parquet")
+    except Exception as e:  # pyarrow's errors: not Parquet, unreadable
+        raise DataError(f"cannot read Parquet data at {path!r}: {e}") from None
+
+
+def _batches(ds, columns: list[str], batch_rows: int):
+    for rb in ds.to_batches(columns=columns, batch_size=batch_rows):
+        if rb.num_rows:
+            yield rb.to_pandas()
+
+
+def _is_categorical(s: pd.Series) -> bool:
+    return not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s) or \
+        isinstance(s.dtype, pd.CategoricalDtype)
+
+
+class _PairSums:
+    """Running sums of off-diagonal blocks keyed by level pair: ``(keys, (k, p_i, p_j))``."""
+
+    def __init__(self):
+        self.keys, self.vals, self.size = [], [], 0
+
+    def add(self, keys: np.ndarray, vals: np.ndarray) -> None:
+        self.keys.append(keys)
+        self.vals.append(vals)
+        self.size += len(keys)
+        if len(self.keys) > 8 and self.size > 4 * max(len(k) for k in self.keys):
+            self.reduce()
+
+    def reduce(self) -> tuple[np.ndarray, np.ndarray]:
+        keys = np.concatenate(self.keys)
+        vals = np.concatenate(self.vals)
+        uniq, inv = np.unique(keys, return_inverse=True)
+        out = np.zeros((len(uniq),) + vals.shape[1:])
+        np.add.at(out, inv, vals)
+        self.keys, self.vals, self.size = [uniq], [out], len(uniq)
+        return uniq, out
+
+
+def lmer_dataset(formula: str, source: Any, *, reml: bool = True, weights: str | None = None,
+                 offset: str | None = None, batch_rows: int = DEFAULT_BATCH_ROWS, max_iter: int = 1000):
+    """Fit ``formula`` to a Parquet dataset without loading it (see module docstring)."""
+    from .lmer import fit_gram
+
+    t0 = time.perf_counter()
+    for name, v in (("weights", weights), ("offset", offset)):
+        if v is not None and not isinstance(v, str):
+            raise ArgumentError(f"{name} must be a column name when the data are a Parquet dataset")
+    if isinstance(batch_rows, bool) or not isinstance(batch_rows, (int, np.integer)) or batch_rows < 1:
+        raise ArgumentError(f"batch_rows must be a positive integer, got {batch_rows!r}")
+    pf = parse_formula(formula)
+    ds = open_dataset(source)
+    names = set(ds.schema.names)
+    needed = needed_columns(pf, names)
+    for v, where in needed.items():
+        if v not in names:
+            raise DataError(f"unknown column {v!r} ({where}) in formula {pf.formula!r}; the dataset has "
+                            f"columns {sorted(names)}")
+    cols = list(needed) + [c for c in (weights, offset) if c is not None and c not in needed]
+    for c in (weights, offset):
+        if c is not None and c not in names:
+            raise DataError(f"unknown column {c!r} (weights/offset); the dataset has columns {sorted(names)}")
+    factor_cols = {f for t in pf.random for f in t.factors}
+
+    # --- pass 1: global levels of categorical columns and grouping factors
+    uniques: dict[str, list] = {}
+    cat_order: dict[str, list] = {}
+    combos: dict[tuple[str, ...], list[pd.DataFrame]] = {t.factors: [] for t in pf.random if len(t.factors) > 1}
+    n_rows = 0
+    for df in _batches(ds, cols, int(batch_rows)):
+        n_rows += len(df)
+        df = df.loc[~df.isna().any(axis=1)]
+        for c in cols:
+            s = df[c]
+            if c in factor_cols or _is_categorical(s):
+                if isinstance(s.dtype, pd.CategoricalDtype):
+                    cat_order.setdefault(c, list(s.cat.categories))
+                uniques.setdefault(c, []).append(pd.unique(s.astype(object) if isinstance(s.dtype, pd.CategoricalDtype) else s))
+        for fs in combos:
+            combos[fs].append(df[list(fs)].drop_duplicates())
+    if n_rows == 0:
+        raise DataError("the dataset has no rows")
+    levels: dict[str, list] = {}
+    for c, parts in uniques.items():
+        vals = pd.Series(np.concatenate(parts)).drop_duplicates()
+        if c in cat_order:
+            levels[c] = [v for v in cat_order[c] if v in set(vals)]
+        else:
+            _, lab = _level_labels(vals.rename(c))
+            raw = {_label(v): v for v in vals}
+            levels[c] = [raw[x] for x in lab]
+    if not levels and not pf.random:  # pragma: no cover - parse_formula requires a bar
+        raise DataError("no rows")
+
+    def as_global(df: pd.DataFrame) -> pd.DataFrame:
+        """Categorical columns with the global categories: one encoding for every batch."""
+        df = df.copy()
+        for c, lev in levels.items():
+            if c not in df.columns:
+                continue
+            df[c] = pd.Categorical(df[c].astype(object) if isinstance(df[c].dtype, pd.CategoricalDtype) else df[c],
+                                   categories=lev)
+        return df
+
+    # global level labels of every term, in _grouping's order
+    term_labels = []
+    for t in pf.random:
+        if len(t.factors) == 1:
+            term_labels.append([_label(v) for v in levels[t.factors[0]]])
+        else:
+            allc = as_global(pd.concat(combos[t.factors], ignore_index=True).drop_duplicates())
+            _, lab = _grouping(allc, t.factors)
+            term_labels.append(lab)
+    index = [{lab: k for k, lab in enumerate(labs)} for labs in term_labels]
+    nl = [len(labs) for labs in term_labels]
+    order = term_order(nl)
+
+    # --- pass 2: the Gram blocks
+    K = len(pf.random) + 1
+    diag: list = [None] * K
+    off_xy: list = [None] * (K - 1)
+    pairs = {(i, j): _PairSums() for i in range(K - 1) for j in range(i)}
+    n = 0
+    n_dropped = 0
+    log_w = 0.0
+    design0 = None
+    for df in _batches(ds, cols, int(batch_rows)):
+        d = build_design(pf, as_global(df), weights=weights, offset=offset, chunk=True) \
+            if (~df.isna().any(axis=1)).any() else None
+        if d is None:
+            n_dropped += len(df)
+            continue
+        if design0 is None:
+            design0 = d
+        n += d.n
+        n_dropped += d.n_dropped
+        log_w += float(np.sum(np.log(d.weights)))
+        terms = [d.terms[k] for k in order]
+        gidx = [index[k] for k in order]
+        codes = [np.array([g[lab] for lab in t.levels], dtype=np.int64)[t.codes] for t, g in zip(terms, gidx)]
+        nlev = [nl[k] for k in order]
+        w = d.weights
+        XY = np.column_stack([d.X, d.y - d.offset])
+        cols_ = [t.columns for t in terms] + [XY]
+        codes_ = codes + [np.zeros(d.n, dtype=np.int64)]
+        nlev_ = nlev + [1]
+        for i in range(K):
+            blk = _weighted_cross(codes_[i], nlev_[i], cols_[i], cols_[i], w)
+            diag[i] = blk if diag[i] is None else diag[i] + blk
+        for j in range(K - 1):
+            blk = np.swapaxes(_weighted_cross(codes_[j], nlev_[j], cols_[j], XY, w), 1, 2)
+            off_xy[j] = blk if off_xy[j] is None else off_xy[j] + blk
+        for (i, j), acc in pairs.items():
+            key = codes_[j] * nlev_[i] + codes_[i]
+            uniq, inv = np.unique(key, return_inverse=True)
+            acc.add(uniq, _weighted_cross(inv, len(uniq), cols_[i], cols_[j], w))
+    if design0 is None:
+        raise DataError(f"no rows left after dropping rows with missing values in {sorted(cols)}")
+
+    terms0 = [design0.terms[k] for k in order]
+    for k in order:
+        check_levels(pf.random[k], nl[k], design0.terms[k].width, n)
+    p = design0.p
+    XtX = diag[K - 1][0][:p, :p]
+    if p:
+        ev = np.linalg.eigvalsh(XtX / np.maximum(np.outer(np.sqrt(np.diag(XtX)), np.sqrt(np.diag(XtX))), 1e-300))
+        if ev.min() < 1e-10 * max(ev.max(), 1.0):
+            raise DataError("the fixed-effect model matrix is rank deficient over the dataset (aliased columns); "
+                            "out-of-core fits cannot drop columns: remove them from the formula")
+    nlev = [nl[k] for k in order]
+    off, pattern = {}, {}
+    for (i, j), acc in pairs.items():
+        if not acc.keys:
+            continue
+        uniq, vals = acc.reduce()
+        pattern[(i, j)] = (uniq % nlev[i], uniq // nlev[i])
+        off[key_name(i, j)] = vals
+    for j in range(K - 1):
+        pattern[(K - 1, j)] = (np.zeros(nlev[j], dtype=np.int64), np.arange(nlev[j]))
+        off[key_name(K - 1, j)] = off_xy[j]
+    gram = Gram(nlevels=tuple(nlev) + (1,), widths=tuple(t.width for t in terms0) + (p + 1,),
+                diag=diag, off=off, pattern=pattern)
+    labels = [term_labels[k] for k in order]
+    specs = tuple(template_spec(t.width, t.uncorrelated) for t in terms0)
+    return fit_gram(gram, specs, design0, terms0, labels, n=n, n_dropped=n_dropped, log_w=log_w,
+                    reml=bool(reml), max_iter=max_iter, t0=t0,
+                    info={"out_of_core": True, "rows_read": n_rows, "batch_rows": int(batch_rows)})
+
