@@ -17,6 +17,7 @@ in memory. Per-row outputs (fitted values, residuals) are not kept.
 
 from __future__ import annotations
 
+import gc
 import glob
 import os
 import time
@@ -64,9 +65,16 @@ def open_dataset(source: Any):
 
 
 def _batches(ds, columns: list[str], batch_rows: int):
-    for rb in ds.to_batches(columns=columns, batch_size=batch_rows):
-        if rb.num_rows:
-            yield rb.to_pandas()
+    # file by file, without read-ahead: the dataset scanner prefetches whole files far ahead
+    # of a slower consumer, so peak memory would grow with the size of the dataset
+    for fragment in ds.get_fragments():
+        for rb in fragment.to_batches(columns=columns, batch_size=batch_rows, batch_readahead=0,
+                                      fragment_readahead=0, use_threads=False):
+            if rb.num_rows:
+                yield rb.to_pandas()
+        # pandas objects of the last batch can sit in reference cycles, holding Arrow buffers
+        # until the cyclic collector runs: collect now, so peak memory stays about one batch
+        gc.collect()
 
 
 def _is_categorical(s: pd.Series) -> bool:
