@@ -70,9 +70,9 @@ FIELDS = ("objective", "grad", "status", "beta", "sdcor", "se", "theta", "n_eval
 
 
 def _mesh_sharding():
-    """A sharding of the leading (batch) axis over all devices of the default backend, or None
-    with a single device."""
-    devices = jax.devices()
+    """A sharding of the leading (batch) axis over this process's devices of the default
+    backend, or None with a single device (multi-host: each process shards its own batches)."""
+    devices = jax.local_devices()
     if len(devices) < 2:
         return None, 1
     mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
