@@ -180,8 +180,44 @@ def _markov_matrices(r):
     return out + jnp.swapaxes(jnp.triu(out, 1), 1, 2)
 
 
+class MarkovStructure(CorrelationStructure):
+    """A correlation that is Markov in time: ``r(step)`` between consecutive rows of a group,
+    products of those between others. Subclasses give :meth:`correlation_at` and store the step
+    to the previous row (0 for a group's first row and for padding) as ``arrays["step"]``."""
+
+    def correlation_at(self, nat, meta: CorMeta, step):
+        """``r`` for steps ``> 0`` (any shape)."""
+        raise NotImplementedError
+
+    def _lag_one(self, nat, meta, arrays):
+        step = arrays["step"]
+        return jnp.where(step > 0, self.correlation_at(nat, meta, jnp.where(step > 0, step, 1.0)), 0.0)
+
+    def whiten(self, nat, B, meta, arrays):
+        return _markov_whiten(self._lag_one(nat, meta, arrays), B)
+
+    def matrices(self, nat, meta, arrays):
+        return _markov_matrices(self._lag_one(nat, meta, arrays))
+
+    def decompose(self, A, gcode, prev, key):
+        return _markov_decompose(A, prev, np.where(prev >= 0, key - key[np.maximum(prev, 0)], 0.0))
+
+    def component_weights(self, nat, meta, stats):
+        k = stats["step_class"]
+        r_class = jnp.where(k > 0, self.correlation_at(nat, meta, jnp.where(k > 0, k, 1.0)), 0.0)
+        return _markov_weights(r_class, stats)
+
+
+def _steps(key: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Step from each slot's row to the previous row of its group (0: none)."""
+    step = np.zeros(key.shape)
+    link = mask[:, 1:] & mask[:, :-1]
+    step[:, 1:] = np.where(link, np.nan_to_num(key[:, 1:] - key[:, :-1]), 0.0)
+    return step
+
+
 @dataclasses.dataclass(frozen=True)
-class AR1(CorrelationStructure):
+class AR1(MarkovStructure):
     """Discrete-time AR(1) within ``group``: ``corr(e_s, e_t) = phi^|time_s - time_t|`` on integer
     occasions (a missed occasion is a gap, not a shift); ``-1 < phi < 1``. nlme's ``corAR1``."""
 
@@ -194,43 +230,21 @@ class AR1(CorrelationStructure):
     def prepare(self, key, mask, labels):
         _check_integer_times(key, mask, self)
         _check_unique_times(key, mask, self, labels)
-        lag = np.zeros(key.shape, dtype=np.int64)
-        link = mask[:, 1:] & mask[:, :-1]
-        lag[:, 1:] = np.where(link, np.nan_to_num(key[:, 1:] - key[:, :-1]), 0).astype(np.int64)
-        max_lag = int(lag.max()) if lag.size else 0
-        return CorMeta(1, ("phi",), max(max_lag, 1)), {"lag": lag}
+        step = _steps(key, mask)
+        return CorMeta(1, ("phi",), max(int(step.max()) if step.size else 0, 1)), {"step": step}
 
     def natural(self, u, meta):
         return jnp.tanh(u / 2.0)  # nlme's log((1 + phi) / (1 - phi))
 
-    def _lag_one(self, nat, meta, arrays):
-        phi = nat[0]
+    def correlation_at(self, nat, meta, step):
+        # phi^step by repeated products (no log: phi may be 0 or negative)
         powers = jnp.concatenate([jnp.ones((1,), nat.dtype),
-                                  jax.lax.associative_scan(jnp.multiply, jnp.full((meta.size,), phi))])
-        lag = arrays["lag"]
-        return jnp.where(lag > 0, powers[lag], 0.0)
-
-    def whiten(self, nat, B, meta, arrays):
-        return _markov_whiten(self._lag_one(nat, meta, arrays), B)
-
-    def matrices(self, nat, meta, arrays):
-        return _markov_matrices(self._lag_one(nat, meta, arrays))
-
-    def decompose(self, A, gcode, prev, key):
-        return _markov_decompose(A, prev, np.where(prev >= 0, key - key[np.maximum(prev, 0)], 0.0))
-
-    def component_weights(self, nat, meta, stats):
-        k = stats["step_class"]
-        phi = nat[0]
-        # phi^k by repeated products (k integer >= 1; k = 0 marks a group's first row: r = 0)
-        powers = jnp.concatenate([jnp.ones((1,), nat.dtype),
-                                  jax.lax.associative_scan(jnp.multiply, jnp.full((meta.size,), phi))])
-        r_class = jnp.where(k > 0, powers[k.astype(jnp.int32)], 0.0)
-        return _markov_weights(r_class, stats)
+                                  jax.lax.associative_scan(jnp.multiply, jnp.full((meta.size,), nat[0]))])
+        return powers[step.astype(jnp.int32)]
 
 
 @dataclasses.dataclass(frozen=True)
-class Exponential(CorrelationStructure):
+class Exponential(MarkovStructure):
     """Continuous-time exponential correlation within ``group``:
     ``corr(e_s, e_t) = exp(-|time_s - time_t| / range)``, ``range > 0``. nlme's ``corExp``."""
 
@@ -242,15 +256,10 @@ class Exponential(CorrelationStructure):
 
     def prepare(self, key, mask, labels):
         _check_unique_times(key, mask, self, labels)
-        dt = np.zeros(key.shape)
-        link = mask[:, 1:] & mask[:, :-1]
-        dt[:, 1:] = np.where(link, np.nan_to_num(key[:, 1:] - key[:, :-1]), 0.0)
-        gaps = dt[:, 1:][link]
+        step = _steps(key, mask)
+        gaps = step[step > 0]
         scale = float(np.median(gaps)) if gaps.size else 1.0
-        if not scale > 0:
-            scale = 1.0
-        link = np.concatenate([np.zeros((key.shape[0], 1), bool), link], axis=1)
-        return CorMeta(1, ("range",), 0, scale), {"dt": dt, "link": link}
+        return CorMeta(1, ("range",), 0, scale), {"step": step}
 
     def natural(self, u, meta):
         return jnp.exp(u)
@@ -258,23 +267,8 @@ class Exponential(CorrelationStructure):
     def start(self, meta):
         return np.array([np.log(meta.scale)])  # range = the median gap between rows
 
-    def _lag_one(self, nat, meta, arrays):
-        rng = nat[0]
-        return jnp.where(arrays["link"], jnp.exp(-arrays["dt"] / rng), 0.0)
-
-    def whiten(self, nat, B, meta, arrays):
-        return _markov_whiten(self._lag_one(nat, meta, arrays), B)
-
-    def matrices(self, nat, meta, arrays):
-        return _markov_matrices(self._lag_one(nat, meta, arrays))
-
-    def decompose(self, A, gcode, prev, key):
-        return _markov_decompose(A, prev, np.where(prev >= 0, key - key[np.maximum(prev, 0)], 0.0))
-
-    def component_weights(self, nat, meta, stats):
-        k = stats["step_class"]
-        r_class = jnp.where(k > 0, jnp.exp(-k / nat[0]), 0.0)
-        return _markov_weights(r_class, stats)
+    def correlation_at(self, nat, meta, step):
+        return jnp.exp(-step / nat[0])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -482,4 +476,4 @@ class Toeplitz(CorrelationStructure):
         return _gather_matrices(full, arrays["occ"])
 
 
-STRUCTURES = (AR1, Exponential, CompoundSymmetry, Unstructured, Toeplitz)
+STRUCTURES = (AR1, Exponential, CompoundSymmetry, Unstructured, Toeplitz)  # MarkovStructure: AR1, Exponential
