@@ -98,7 +98,9 @@ def main() -> None:
     for n in [int(s) for s in args.sizes.split(",")]:
         out = subprocess.run([sys.executable, "-c", WORKER, str(n), str(args.repeats)], capture_output=True, text=True)
         if out.returncode != 0:
-            print(f"n={n} failed: {out.stderr[-1500:]}", file=sys.stderr)
+            why = "killed (out of memory)" if out.returncode in (-9, 137) else f"exit {out.returncode}"
+            print(f"n={n} failed ({why}): {out.stderr[-1500:]}", file=sys.stderr)
+            rows.append({"n": n, "failed": why})
             continue
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
@@ -118,6 +120,9 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        if "failed" in r:
+            lines.append(f"| {r['n']:,} | | {8 * r['n'] ** 2 / 2**30:.3f} | {r['failed']} | | | | | |")
+            continue
         lines.append(
             f"| {r['n']:,} | {r['levels'][0]:,}, {r['levels'][1]:,} | {r['dense_matrix_gib']:.3f} | {r['dense_eval_s']:.4f} | "
             f"{r['sparse_eval_s']:.5f} | {r['dense_eval_s'] / r['sparse_eval_s']:.0f}x | {r['fit_warm_s']:.3f} | "
