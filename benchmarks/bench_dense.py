@@ -98,7 +98,8 @@ def main() -> None:
     for n in [int(s) for s in args.sizes.split(",")]:
         out = subprocess.run([sys.executable, "-c", WORKER, str(n), str(args.repeats)], capture_output=True, text=True)
         if out.returncode != 0:
-            why = "killed (out of memory)" if out.returncode in (-9, 137) else f"exit {out.returncode}"
+            why = {-9: "killed (SIGKILL: out of memory)", 137: "killed (out of memory)",
+                   -11: "crashed (SIGSEGV)"}.get(out.returncode, f"exit {out.returncode}")
             print(f"n={n} failed ({why}): {out.stderr[-1500:]}", file=sys.stderr)
             rows.append({"n": n, "failed": why})
             continue
