@@ -813,15 +813,7 @@ def main(argv=None) -> int:
         return worker_main(args.worker, args.repeats, args.budget, args.result_file, skip, args.slow)
 
     if args.from_json:
-        report = json.loads(Path(args.from_json).read_text())
-        summarise(report)
-        report["recommendation"] = recommendation_text(report)
-        md = render_markdown(report)
-        out = Path(args.out)
-        common.write_json(out / "optimizers.json", report)
-        (out / "optimizers.md").write_text(md + "\n")
-        print(md)
-        return 0
+        return _write_report(json.loads(Path(args.from_json).read_text()), Path(args.out))
 
     probs = all_problems()
     if args.problems:
@@ -862,10 +854,14 @@ def main(argv=None) -> int:
             report["lme4"] = run_lme4(probs, args.repeats, args.timeout, Path(td))
         versions.update({f"R:{k}" if k != "R" else "R": val for k, val in report["lme4"].get("_versions", {}).items()})
     report["versions"] = versions
+    return _write_report(report, Path(args.out))
+
+
+def _write_report(report: dict, out: Path) -> int:
+    """Summarise, recommend, and write ``optimizers.{json,md}`` under ``out``."""
     summarise(report)
     report["recommendation"] = recommendation_text(report)
     md = render_markdown(report)
-    out = Path(args.out)
     common.write_json(out / "optimizers.json", report)
     (out / "optimizers.md").write_text(md + "\n")
     print(md)

@@ -42,7 +42,8 @@ class CorrelationStructure:
     def columns(self) -> tuple[str, ...]:
         return (self.group,) + ((self.time,) if self.uses_time else ())
 
-    def _check_names(self) -> None:
+    def __post_init__(self) -> None:
+        """Dataclass hook of every structure: its column names are checked on construction."""
         for name in self.columns():
             if not isinstance(name, str) or not name:
                 raise ArgumentError(f"{type(self).__name__}: column names must be non-empty strings, got {name!r}")
@@ -224,9 +225,6 @@ class AR1(MarkovStructure):
     group: str
     time: str
 
-    def __post_init__(self):
-        self._check_names()
-
     def prepare(self, key, mask, labels):
         _check_integer_times(key, mask, self)
         _check_unique_times(key, mask, self, labels)
@@ -250,9 +248,6 @@ class Exponential(MarkovStructure):
 
     group: str
     time: str
-
-    def __post_init__(self):
-        self._check_names()
 
     def prepare(self, key, mask, labels):
         _check_unique_times(key, mask, self, labels)
@@ -285,7 +280,7 @@ class CompoundSymmetry(CorrelationStructure):
     def __post_init__(self):
         if self.time is not None:
             raise ArgumentError("CompoundSymmetry takes only the group column: CompoundSymmetry(group)")
-        self._check_names()
+        super().__post_init__()
 
     def columns(self):
         return (self.group,)
@@ -391,9 +386,6 @@ class Unstructured(CorrelationStructure):
     group: str
     time: str
 
-    def __post_init__(self):
-        self._check_names()
-
     def time_key(self, values):
         """Occasions may be numbers, or any labels (a Categorical in its order, others sorted),
         which are numbered from 1 (the parameter names then use those positions, as nlme)."""
@@ -441,9 +433,6 @@ class Toeplitz(CorrelationStructure):
 
     group: str
     time: str
-
-    def __post_init__(self):
-        self._check_names()
 
     def prepare(self, key, mask, labels):
         _check_integer_times(key, mask, self)

@@ -92,16 +92,8 @@ def cross_blocks(gram: Gram, codes: list[np.ndarray], left: list[np.ndarray], ri
     diag = [block(codes[i], gram.nlevels[i], i, i) for i in range(K)]
     off = {}
     for (i, j), (r, c) in gram.pattern.items():
-        if i == K - 1:
-            # one level on the XY side: sum by the level of j, then (p_XY, p_j) per level
-            out = np.empty((gram.nlevels[j], left[i].shape[1], left[j].shape[1]))
-            for a in range(left[i].shape[1]):
-                for b in range(left[j].shape[1]):
-                    v = left[i][:, a] * right[j][:, b]
-                    if symmetrize:
-                        v = v + right[i][:, a] * left[j][:, b]
-                    out[:, a, b] = np.bincount(codes[j], weights=v, minlength=gram.nlevels[j])
-            vals = out
+        if i == K - 1:  # one level on the XY side: the block is summed by the level of j
+            vals = block(codes[j], gram.nlevels[j], i, j)
         else:
             keys = c.astype(np.int64) * gram.nlevels[i] + r
             idx = np.searchsorted(keys, codes[j] * gram.nlevels[i] + codes[i])

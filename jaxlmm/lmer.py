@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from . import residual
 from .correlation import CorrelationStructure
-from .covariance import template_spec
+from .covariance import template_spec, theta_start
 from .design import Design, build_design
 from .errors import ArgumentError, FitWarning
 from .fit import conditional_estimates, fit_theta
@@ -143,8 +143,11 @@ def lmer(
 
 
 def fit_model(model: LmerModel, *, reml: bool, start: np.ndarray | None = None, max_iter: int = 1000,
-              t0: float | None = None, stacklevel: int = 2) -> LmerResult:
-    """Optimise theta for a built model and assemble the result (lme4's optimizeLmer + mkMerMod)."""
+              t0: float | None = None, stacklevel: int = 2, info: dict | None = None) -> LmerResult:
+    """Optimise theta for a built model and assemble the result (lme4's optimizeLmer + mkMerMod).
+
+    A model accumulated out of core (``not model.has_rows``) starts from lme4's identity
+    templates and gets no per-row outputs. ``info`` is added to ``optinfo``."""
     t0 = time.perf_counter() if t0 is None else t0
     design = model.design
     specs = model.specs
@@ -152,7 +155,9 @@ def fit_model(model: LmerModel, *, reml: bool, start: np.ndarray | None = None, 
     rfit = None
     with float64():
         M = model.arrays(reml)
-        theta0 = moment_start(design, specs) if start is None else start
+        if start is None and model.has_rows:
+            start = moment_start(design, specs)
+        theta0 = theta_start(specs) if start is None else start
         if model.rside is None:
             tf = fit_theta(M, theta0, max_iter=max_iter)
             Mc = M
@@ -168,18 +173,23 @@ def fit_model(model: LmerModel, *, reml: bool, start: np.ndarray | None = None, 
     singular = tf.singular
 
     x_names = list(design.x_names)
+    n = model.n
     V = cond.vcov
-    if not reml and not design.terms and design.n > design.p:
+    if not reml and not design.terms and n > design.p:
         # nlme's gls by ML reports Var(beta) with the unbiased sigma^2 r^2 / (n - p)
-        V = V * design.n / (design.n - design.p)
+        V = V * n / (n - design.p)
     fixef = pd.Series(cond.beta, index=x_names, name="estimate")
     se = pd.Series(np.sqrt(np.diag(V)), index=x_names, name="std_error")
     vcov = pd.DataFrame(V, index=x_names, columns=x_names)
-    eta = design.X @ cond.beta + design.offset
-    for t, bi in zip(design.terms, cond.b):
-        eta = eta + np.einsum("np,np->n", t.columns, bi[t.codes])
-    fitted = pd.Series(eta, index=design.row_index, name="fitted")
-    residuals = pd.Series(design.y - eta, index=design.row_index, name="residuals")
+    if model.has_rows:
+        eta = design.X @ cond.beta + design.offset
+        for t, bi in zip(design.terms, cond.b):
+            eta = eta + np.einsum("np,np->n", t.columns, bi[t.codes])
+        fitted = pd.Series(eta, index=design.row_index, name="fitted")
+        residuals = pd.Series(design.y - eta, index=design.row_index, name="residuals")
+    else:
+        fitted = pd.Series([], dtype=float, name="fitted")
+        residuals = pd.Series([], dtype=float, name="residuals")
 
     warn_msgs = []
     if not tf.converged:
@@ -200,12 +210,13 @@ def fit_model(model: LmerModel, *, reml: bool, start: np.ndarray | None = None, 
         "grad_norm": float(np.max(np.abs(tf.grad))) if tf.grad.size else 0.0,
         "warnings": tuple(warn_msgs),
         "time_s": time.perf_counter() - t0,
+        **(info or {}),
     }
     result = LmerResult(
         formula=design.formula.formula,
         reml=bool(reml),
         objective=tf.objective,
-        nobs=design.n,
+        nobs=n,
         n_dropped=design.n_dropped,
         _fixef=fixef,
         _se=se,
@@ -221,7 +232,7 @@ def fit_model(model: LmerModel, *, reml: bool, start: np.ndarray | None = None, 
         optinfo=make_mapping(optinfo),
         ngroups=make_mapping({t.name: t.n_levels for t in design.terms}),
         dropped_columns=design.dropped_columns,
-        weights=_ro(design.weights),
+        weights=_ro(design.weights) if model.has_rows else None,
         data_name=None,
         _model=model,
         _b=tuple(_ro(bi) for bi in cond.b),
@@ -240,40 +251,7 @@ def fit_gram(gram, specs, design0, terms, labels, *, n: int, n_dropped: int, log
     terms = tuple(dataclasses.replace(t, levels=tuple(lab)) for t, lab in zip(terms, labels))
     design = dataclasses.replace(design0, terms=terms, n_dropped=n_dropped)
     model = LmerModel(design=design, specs=specs, gram=gram, totals=(int(n), float(log_w)))
-    with float64():
-        M = model.arrays(reml)
-        tf = fit_theta(M, None, max_iter=max_iter)
-        cond = conditional_estimates(tf.theta, M)
-    x_names = list(design.x_names)
-    empty = pd.Series([], dtype=float)
-    warn_msgs = _fit_warnings(tf, tf.singular)
-    optinfo = {"optimizer": "bfgs (jax)", "converged": tf.converged, "status": tf.status, "message": tf.message,
-               "n_iter": tf.n_iter, "n_evals": tf.n_evals, "grad": _ro(tf.grad),
-               "grad_norm": float(np.max(np.abs(tf.grad))) if tf.grad.size else 0.0,
-               "warnings": tuple(warn_msgs), "time_s": time.perf_counter() - t0, **info}
-    result = LmerResult(
-        formula=design.formula.formula, reml=bool(reml), objective=tf.objective, nobs=int(n), n_dropped=n_dropped,
-        _fixef=pd.Series(cond.beta, index=x_names, name="estimate"),
-        _se=pd.Series(np.sqrt(np.diag(cond.vcov)), index=x_names, name="std_error"),
-        _vcov=pd.DataFrame(cond.vcov, index=x_names, columns=x_names), sigma=cond.sigma, theta=_ro(tf.theta),
-        theta_names=tuple(_theta_names(design)), _varcorr=_varcorr(design, cond.templates, cond.sigma),
-        _ranef_source=lambda: _ranef(design, cond.b, cond.cond_cov()), singular=tf.singular,
-        _fitted=empty.rename("fitted"), _residuals=empty.rename("residuals"), optinfo=make_mapping(optinfo),
-        ngroups=make_mapping({t.name: t.n_levels for t in terms}), dropped_columns=(), weights=None,
-        data_name=None, _model=model, _b=tuple(_ro(bi) for bi in cond.b),
-    )
-    if warn_msgs:
-        warnings.warn("; ".join(warn_msgs) + " (details in fit.optinfo)", FitWarning, stacklevel=4)
-    return result
-
-
-def _fit_warnings(tf, singular: bool) -> list[str]:
-    msgs = []
-    if not tf.converged:
-        msgs.append(f"the optimiser did not converge ({tf.message}; max |gradient| {np.max(np.abs(tf.grad)):.3g})")
-    if singular:
-        msgs.append("boundary (singular) fit: a variance component is zero or a correlation is +-1")
-    return msgs
+    return fit_model(model, reml=reml, max_iter=max_iter, t0=t0, stacklevel=4, info=info)
 
 
 def _ro(a: np.ndarray) -> np.ndarray:

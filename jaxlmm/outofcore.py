@@ -17,6 +17,7 @@ in memory. Per-row outputs (fitted values, residuals) are not kept.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import glob
 import os
@@ -30,7 +31,7 @@ from .covariance import template_spec
 from .design import _grouping, _label, _level_labels, build_design, check_levels, needed_columns, term_order
 from .errors import ArgumentError, DataError
 from .formula import parse_formula
-from .gram import Gram, _weighted_cross
+from .gram import Gram, gram_blocks
 from .kernels.structure import key_name
 
 DEFAULT_BATCH_ROWS = 1_000_000
@@ -180,6 +181,7 @@ def lmer_dataset(formula: str, source: Any, *, reml: bool = True, weights: str |
             _, lab = _grouping(allc, t.factors)
             term_labels.append(lab)
     index = [{lab: k for k, lab in enumerate(labs)} for labs in term_labels]
+    level_tuples = [tuple(labs) for labs in term_labels]
     nl = [len(labs) for labs in term_labels]
     order = term_order(nl)
 
@@ -203,25 +205,20 @@ def lmer_dataset(formula: str, source: Any, *, reml: bool = True, weights: str |
         n += d.n
         n_dropped += d.n_dropped
         log_w += float(np.sum(np.log(d.weights)))
-        terms = [d.terms[k] for k in order]
-        gidx = [index[k] for k in order]
-        codes = [np.array([g[lab] for lab in t.levels], dtype=np.int64)[t.codes] for t, g in zip(terms, gidx)]
-        nlev = [nl[k] for k in order]
-        w = d.weights
-        XY = np.column_stack([d.X, d.y - d.offset])
-        cols_ = [t.columns for t in terms] + [XY]
-        codes_ = codes + [np.zeros(d.n, dtype=np.int64)]
-        nlev_ = nlev + [1]
-        for i in range(K):
-            blk = _weighted_cross(codes_[i], nlev_[i], cols_[i], cols_[i], w)
-            diag[i] = blk if diag[i] is None else diag[i] + blk
-        for j in range(K - 1):
-            blk = np.swapaxes(_weighted_cross(codes_[j], nlev_[j], cols_[j], XY, w), 1, 2)
-            off_xy[j] = blk if off_xy[j] is None else off_xy[j] + blk
-        for (i, j), acc in pairs.items():
-            key = codes_[j] * nlev_[i] + codes_[i]
-            uniq, inv = np.unique(key, return_inverse=True)
-            acc.add(uniq, _weighted_cross(inv, len(uniq), cols_[i], cols_[j], w))
+        # the chunk's terms in the model's order with global level codes: its Gram blocks then
+        # add up across chunks (off-diagonal level pairs by key, as they occur)
+        terms = tuple(dataclasses.replace(d.terms[k], levels=level_tuples[k],
+                                          codes=np.array([index[k][lab] for lab in d.terms[k].levels],
+                                                         dtype=np.int64)[d.terms[k].codes])
+                      for k in order)
+        g = gram_blocks(dataclasses.replace(d, terms=terms))
+        diag = [b if a is None else a + b for a, b in zip(diag, g.diag)]
+        for (i, j), (r, c) in g.pattern.items():
+            blk = g.off[key_name(i, j)]
+            if i == K - 1:
+                off_xy[j] = blk if off_xy[j] is None else off_xy[j] + blk
+            else:
+                pairs[(i, j)].add(c.astype(np.int64) * g.nlevels[i] + r, blk)
     if design0 is None:
         raise DataError(f"no rows left after dropping rows with missing values in {sorted(cols)}")
 

@@ -23,6 +23,7 @@ so an evaluation costs a few multiples of the Gram matrix's size, nothing per ro
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -75,7 +76,7 @@ class RSideArrays:
     A: object  # (G, T, c); empty when meta.stats (the components replace the rows)
     slot: object  # (n,) flat slot g * T + t of each row
     cor: dict
-    var: object  # (G, T) per-slot values of the variance function's column (0 on padding)
+    var: object  # (G, T) per-slot values of the variance function's column (0 on padding); empty without one
     level: tuple  # per term (G,) level of each group
     pair: dict  # key_name(i, j) -> (G,) index into the level-pair pattern
     log_w: object  # sum log w
@@ -92,9 +93,10 @@ jax.tree_util.register_dataclass(
 COMPONENT_BUDGET = 2.0
 
 
-def _group_codes(design: Design, correlation) -> tuple[np.ndarray, list[str]]:
+def _group_codes(design: Design, correlation) -> tuple[np.ndarray, list[str] | None]:
+    """Each row's correlation group and the groups' labels (no correlation: a group per row)."""
     if correlation is None:
-        return np.arange(design.n), [str(i) for i in range(design.n)]
+        return np.arange(design.n), None
     for t in design.terms:  # the random-effects factor itself: reuse its codes
         if t.factors == (correlation.group,):
             return t.codes.astype(np.int64), list(t.levels)
@@ -136,7 +138,7 @@ def build_rside(design: Design, gram: Gram, correlation: CorrelationStructure | 
     structure_columns(correlation, variance)
     n = design.n
     gcode, glabels = _group_codes(design, correlation)
-    G = len(glabels)
+    G = n if glabels is None else len(glabels)
     if correlation is not None and correlation.uses_time:
         key = correlation.time_key(design.aux[correlation.time])
     else:
@@ -214,7 +216,8 @@ def build_rside(design: Design, gram: Gram, correlation: CorrelationStructure | 
         stats=reduced is not None,
     )
     return RSideArrays(
-        A=A, slot=slot, cor=cor_arrays, var=pack(var_vals), level=tuple(levels), pair=pair_idx,
+        A=A, slot=slot, cor=cor_arrays, var=pack(var_vals) if variance is not None else np.zeros((0, 0)),
+        level=tuple(levels), pair=pair_idx,
         log_w=np.float64(np.sum(np.log(design.weights))), meta=meta, comp=comp,
     )
 
@@ -318,14 +321,16 @@ def rside_objective(x, M: ModelArrays, R: RSideArrays):
     return objective(x[:k], arrays_at(natural(x[k:], R.meta), M, R))
 
 
-def whiten_vector(nat, R: RSideArrays, v):
-    """``L_g^{-1} S_g^{-1} v_g`` per group for a vector over the rows ``v (n,)``, already scaled
-    by ``sqrt(w)`` (nlme's normalised residuals: ``v = sqrt(w) (y - fitted) / sigma``)."""
+@functools.partial(jax.jit, static_argnames=("decorrelate",))
+def whiten_vector(nat, R: RSideArrays, v, decorrelate: bool = True):
+    """``L_g^{-1} S_g^{-1} v_g`` per group (``S_g^{-1} v_g`` only without ``decorrelate``) for a
+    vector over the rows ``v (n,)``, already scaled by ``sqrt(w)`` (nlme's normalised and
+    Pearson residuals: ``v = sqrt(w) (y - fitted) / sigma``)."""
     meta = R.meta
     G, T = meta.shape
     packed = jnp.zeros(G * T, v.dtype).at[R.slot].set(v).reshape(G, T, 1)
     B, _ = _scaled_rows(nat, R, packed)
-    if meta.correlation is not None:
+    if decorrelate and meta.correlation is not None:
         B, _ = meta.correlation.whiten(nat[: meta.n_cor], B, meta.cor_meta, R.cor)
     return B.reshape(G * T)[R.slot]
 
@@ -398,22 +403,11 @@ def natural_hessian(model, theta: np.ndarray, nat: np.ndarray, sigma: float, rem
         return np.asarray(_hessian_natural(v, M, R, len(theta)))
 
 
-@jax.jit
-def _pearson(nat, R: RSideArrays, v):
-    G, T = R.meta.shape
-    packed = jnp.zeros(G * T, v.dtype).at[R.slot].set(v).reshape(G, T, 1)
-    B, _ = _scaled_rows(nat, R, packed)
-    return B.reshape(G * T)[R.slot]
-
-
-_whiten_jit = jax.jit(whiten_vector)
-
-
 def pearson_normalized(model, nat: np.ndarray, v: np.ndarray, normalized: bool) -> np.ndarray:
     """``S^{-1} v`` (Pearson) or ``L^{-1} S^{-1} v`` (normalised) for ``v = sqrt(w) r / sigma``."""
     from .precision import float64
 
     with float64():
         R = model.rside_arrays()
-        f = _whiten_jit if normalized else _pearson
-        return np.asarray(f(jnp.asarray(nat), R, jnp.asarray(v, dtype=jnp.float64)))
+        return np.asarray(whiten_vector(jnp.asarray(nat), R, jnp.asarray(v, dtype=jnp.float64),
+                                        decorrelate=normalized))

@@ -35,7 +35,8 @@ class VarianceFunction:
     def columns(self) -> tuple[str, ...]:
         return (self.column,)
 
-    def _check_name(self) -> None:
+    def __post_init__(self) -> None:
+        """Dataclass hook of every variance function: its column name is checked."""
         if not isinstance(self.column, str) or not self.column:
             raise ArgumentError(f"{type(self).__name__}: the column must be a non-empty string, got {self.column!r}")
 
@@ -116,9 +117,6 @@ class VarPower(VarianceFunction):
 
     column: str
 
-    def __post_init__(self):
-        self._check_name()
-
     def prepare(self, values):
         v = _numeric(values, self)
         if (v == 0).any():
@@ -134,9 +132,6 @@ class VarExp(VarianceFunction):
     """``sd = sigma exp(expon * covariate)`` (nlme's ``varExp(form = ~ covariate)``)."""
 
     column: str
-
-    def __post_init__(self):
-        self._check_name()
 
     def prepare(self, values):
         return VarMeta(1, ("expon",)), _numeric(values, self)
