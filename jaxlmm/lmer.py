@@ -18,6 +18,7 @@ from .covariance import template_spec, theta_start
 from .design import Design, build_design
 from .errors import ArgumentError, FitWarning
 from .fit import conditional_estimates, fit_theta
+from .gram_shards import use_shards
 from .model import LmerModel
 from .precision import float64
 from .results import LmerResult, make_mapping
@@ -92,6 +93,7 @@ def lmer(
     variance: VarianceFunction | None = None,
     start: np.ndarray | None = None,
     max_iter: int = 1000,
+    shard: bool | None = None,
 ) -> LmerResult:
     """Fit a linear mixed model ``y = X beta + Z b + e`` in lme4 syntax.
 
@@ -115,18 +117,23 @@ def lmer(
     variance : a residual variance function (``jaxlmm.VarIdent("Sex")``, ``VarPower``, ``VarExp``).
     start : starting theta (lme4 order); default: moment estimates for scalar intercept terms,
         identity templates otherwise (see ``jaxlmm.start``).
+    shard : sum the Gram blocks over row shards on this process's devices with ``jax.shard_map``
+        (``jaxlmm.gram_shards``). Default: when there are several devices and at least 100,000
+        rows. The estimates do not depend on it.
 
     Rows with missing values in any used column are dropped (``n_dropped``). Computation is in
     float64 without changing JAX's global configuration.
     """
     if not isinstance(reml, (bool, np.bool_)):
         raise ArgumentError(f"reml must be True or False, got {reml!r}")
+    if shard is not None and not isinstance(shard, (bool, np.bool_)):
+        raise ArgumentError(f"shard must be True, False or None, got {shard!r}")
     t0 = time.perf_counter()
     from .outofcore import is_dataset, lmer_dataset
 
     if is_dataset(data):
-        if correlation is not None or variance is not None or start is not None:
-            raise ArgumentError("fits from a Parquet dataset take no correlation, variance or start")
+        if correlation is not None or variance is not None or start is not None or shard:
+            raise ArgumentError("fits from a Parquet dataset take no correlation, variance, start or shard")
         return lmer_dataset(formula, data, reml=reml, weights=weights, offset=offset, max_iter=max_iter)
     extra = structure_columns(correlation, variance)
     design = build_design(formula, data, weights=weights, offset=offset, extra_columns=extra)
@@ -138,7 +145,7 @@ def lmer(
             raise ArgumentError(f"start has {start.shape[0]} values; this model has {ntheta} theta parameters")
     if reml and design.n <= design.p:
         raise ArgumentError(f"REML needs more observations ({design.n}) than fixed effects ({design.p})")
-    model = LmerModel.from_design(design, correlation, variance)
+    model = LmerModel.from_design(design, correlation, variance, shard=use_shards(shard, design.n))
     return fit_model(model, reml=bool(reml), start=start, max_iter=max_iter, t0=t0, stacklevel=3)
 
 

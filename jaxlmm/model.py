@@ -37,9 +37,16 @@ class LmerModel:
     totals: tuple[int, float] | None = None
 
     @classmethod
-    def from_design(cls, design: Design, correlation=None, variance=None) -> "LmerModel":
+    def from_design(cls, design: Design, correlation=None, variance=None, shard: bool = False) -> "LmerModel":
+        """``shard``: sum the Gram blocks over row shards on this process's devices
+        (:mod:`jaxlmm.gram_shards`) instead of on the host."""
         specs = tuple(template_spec(t.width, t.uncorrelated) for t in design.terms)
-        gram = gram_blocks(design)
+        if shard:
+            from .gram_shards import gram_blocks_sharded
+
+            gram = gram_blocks_sharded(design)
+        else:
+            gram = gram_blocks(design)
         rside = None
         if correlation is not None or variance is not None:
             from .residual import build_rside
