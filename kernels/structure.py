@@ -147,8 +147,11 @@ def _pattern_union(a: sp.csc_matrix, b: sp.csc_matrix) -> sp.csc_matrix:
 # pair of filled blocks, scatter-added (cost ~ entries scattered). Panel: the stage's blocks
 # scattered into a dense (levels * width, m) panel P, then T -= P'P, one GEMM (cost ~ flops,
 # a few hundred times cheaper per unit on CPUs). The panel wins when the tail fill is dense.
-PANEL_FLOPS_PER_ENTRY = 100.0
+# Pairs also cost memory: three int32 indices and a float64 product per scattered entry, more in
+# the gradient, so beyond ``PAIRS_MAX_ENTRIES`` (about 1 GB) the panel is used when it fits.
+PANEL_FLOPS_PER_ENTRY = 200.0
 PANEL_MAX_ENTRIES = 50_000_000
+PAIRS_MAX_ENTRIES = 25_000_000
 
 
 def analyze(
@@ -250,7 +253,8 @@ def analyze(
                 n_pairs += int(np.dot(cnt, cnt_l)) * widths[i] * widths[l]
         entries = nlevels[j] * widths[j] * m
         flops = 2.0 * entries * m
-        use = panel if panel is not None else flops < PANEL_FLOPS_PER_ENTRY * n_pairs
+        use = panel if panel is not None else (flops < PANEL_FLOPS_PER_ENTRY * n_pairs
+                                                 or n_pairs > PAIRS_MAX_ENTRIES)
         if not use or entries > PANEL_MAX_ENTRIES:
             continue
         panel_stages.append(j)
@@ -281,6 +285,8 @@ def analyze(
                     dest[name] = rows[nl]
                     updates.append(Update(name, j, i, l, "diag"))
                     continue
+                if l >= n_bd and j in panel_stages:
+                    continue  # the stage's panel product covers every tail update
                 a, b = _join_on_column(cols[ni].astype(np.int64), cols[nl].astype(np.int64), nlevels[j])
                 ra, rb = rows[ni][a].astype(np.int64), rows[nl][b].astype(np.int64)
                 if l < n_bd:
@@ -288,8 +294,6 @@ def analyze(
                     d = np.searchsorted(lin_il, rb * nlevels[i] + ra).astype(np.int32)
                     kind = "coo"
                 else:
-                    if j in panel_stages:
-                        continue  # the stage's panel product covers every tail update
                     if i == l:
                         keep = ra >= rb
                         a, b, ra, rb = a[keep], b[keep], ra[keep], rb[keep]

@@ -135,3 +135,18 @@ def test_small_right_solve_gradient_with_broadcast_batch(p):
         fd = (f(L + E) - f(L - E)) / (2 * h)
     np.testing.assert_allclose(Y, np.linalg.solve(L[:, None], X[..., None])[..., 0], rtol=1e-10)
     assert float(g[1, p - 1, 0]) == pytest.approx(fd, rel=1e-6)
+
+
+def test_automatic_tail_update_choice(monkeypatch):
+    """Without ``panel=``, a stage whose pair products would exceed the memory cap uses the panel;
+    cheap pairs stay pairs."""
+    import jaxlmm.kernels.structure as structure
+
+    rng = np.random.default_rng(3)
+    nlevels, widths = (9, 4, 1), (1, 1, 3)
+    _, _, offd, _, _ = random_blocked(rng, nlevels, widths, 50)
+    monkeypatch.setattr(structure, "PANEL_FLOPS_PER_ENTRY", 0.0)
+    assert analyze(nlevels, widths, offd).panel_stages == ()
+    monkeypatch.setattr(structure, "PAIRS_MAX_ENTRIES", 10)
+    s = analyze(nlevels, widths, offd)
+    assert s.panel_stages == (0,) and not any(u.kind == "dense" for u in s.updates)
