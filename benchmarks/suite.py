@@ -1,0 +1,520 @@
+#!/usr/bin/env python
+"""The benchmark suite: W1-W6 against every installed peer, one command.
+
+    python benchmarks/suite.py                         # every workload, default sizes
+    python benchmarks/suite.py --workloads W1,W2 --engines jaxlmm,mixedlm
+    python benchmarks/suite.py --size W2=100000 --size W6=4000000
+
+Workloads (``workloads.py``; W4 and W5 through their own scripts):
+
+- W1 InstEval (bundled, 73,421 rows), crossed scalar terms;
+- W2 ``y ~ 1 + x + (1 + x | g)``, 1M rows, 50,000 groups;
+- W3 the maximal crossed model of ``maximal.py``, 8x8 templates by subject and by item;
+- W4 ``lmer_many`` on 1,000 sleepstudy-sized responses (``bench_many.py``);
+- W5 the blocked objective against the dense n x n solver as n grows (``bench_dense.py``);
+- W6 MovieLens-shaped ``y ~ 1 + (1|user) + (1|item)``, 1M ratings by default.
+
+Each engine fits in its own fresh process (Python worker or ``Rscript``), one engine at a
+time: a first fit (for jaxlmm the *cold* fit, with tracing and XLA compilation) and then
+more fits while ``--repeats`` and the per-engine ``--budget`` allow (their median is the
+*warm* time). Peers: lme4 (``Rscript``, default ``lmerControl()``), mixedlm, statsmodels
+MixedLM (W2 only: it cannot express crossed factors) and the dense solver (the full n x n V
+Cholesky in JAX, scipy L-BFGS-B on its exact gradient; W3 only, where n x n fits in memory),
+each when installed. Ratios are peer time / jaxlmm time (> 1: jaxlmm faster), against the
+fastest peer of the same run. Writes ``OUT/suite.json`` and ``OUT/suite.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+from workloads import WORKLOADS  # noqa: E402
+
+SCRIPT_TITLES = {"W4": "many responses of one design (lmer_many), sleepstudy-sized",
+                 "W5": "the dense n x n solver as n grows, crossed (1|a) + (1|b)"}
+PY_ENGINES = ("jaxlmm", "mixedlm", "statsmodels", "dense")
+ALL_ENGINES = PY_ENGINES + ("lme4",)
+
+
+# =========================================================================== Python workers
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _fit_loop(fit_once, repeats: int, budget: float, min_repeats: int = 0) -> tuple[float, list[float], dict]:
+    """First fit, the marker line, then up to ``repeats`` more while within ``budget`` s (at
+    least ``min_repeats``)."""
+    t = time.perf_counter()
+    info = fit_once()
+    first = time.perf_counter() - t
+    print(common.FIRST_FIT_MARKER, flush=True)
+    times: list[float] = []
+    spent = 0.0
+    while len(times) < repeats and (len(times) < min_repeats
+                                    or spent + (times[-1] if times else first) <= budget):
+        t = time.perf_counter()
+        info = fit_once()
+        times.append(time.perf_counter() - t)
+        spent += times[-1]
+    return first, times, info
+
+
+def _fitter_jaxlmm(wl, df):
+    import jaxlmm
+
+    def fit_once():
+        fit = jaxlmm.lmer(wl.formula, df, reml=True)
+        return {"objective": fit.objective, "n_evals": fit.optinfo["n_evals"],
+                "converged": bool(fit.optinfo["converged"]), "theta": list(map(float, fit.theta)),
+                "fixef": {k: float(v) for k, v in fit.fixef.items()}}
+
+    import jax
+
+    return fit_once, {"jaxlmm": common.python_package_version("jaxlmm"), "jax": jax.__version__,
+                      "backend": jax.default_backend()}
+
+
+def _fitter_mixedlm(wl, df):
+    import mixedlm
+
+    def fit_once():
+        res = mixedlm.lmer(wl.formula, df, REML=True)
+        fixef = res.fixef() if callable(res.fixef) else res.fixef
+        return {"objective": float(res.REMLcrit()), "n_evals": getattr(res, "function_evals", None),
+                "converged": getattr(res, "converged", None),
+                "theta": [float(t) for t in res.theta],
+                "fixef": {str(k): float(v) for k, v in dict(fixef).items()}}
+
+    return fit_once, {"mixedlm": common.python_package_version("mixedlm")}
+
+
+def _fitter_statsmodels(wl, df):
+    import statsmodels.formula.api as smf
+
+    spec = wl.statsmodels
+
+    def fit_once():
+        md = smf.mixedlm(spec["formula"], df, groups=df[spec["groups"]], re_formula=spec["re_formula"])
+        res = md.fit(reml=True)
+        return {"objective": -2.0 * float(res.llf), "n_evals": None, "converged": bool(res.converged),
+                "fixef": {str(k): float(v) for k, v in res.fe_params.items()}}
+
+    return fit_once, {"statsmodels": common.python_package_version("statsmodels")}
+
+
+def _fitter_dense(wl, df):
+    """The design card's baseline: REML over the full ``n x n`` ``V = I + sum_t U_t U_t'``,
+    ``U_t = Z_t (I kron T_t)``, dense Cholesky in JAX (float64), scipy L-BFGS-B on the exact
+    gradient from lme4's start (identity templates, diagonal >= 0)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import scipy.optimize
+
+    from jaxlmm.design import build_design
+
+    jax.config.update("jax_enable_x64", True)  # this worker process only
+    design = build_design(wl.formula, df)
+    n = design.n
+    if n > wl.dense_max_rows:
+        raise RuntimeError(f"n = {n}: the dense n x n matrix needs {8 * n * n / 2**30:.0f} GiB")
+    X, y = jnp.asarray(design.X), jnp.asarray(design.y)
+    terms = []
+    for t in design.terms:
+        p = t.width
+        rows = np.repeat(np.arange(n), p)
+        colidx = (t.codes[:, None] * p + np.arange(p)[None, :]).ravel()
+        tril = np.tril_indices(p)
+        order = np.lexsort((tril[0], tril[1]))  # lme4: column-major lower triangle
+        terms.append((jnp.asarray(t.columns), rows, colidx, t.n_levels * p, p,
+                      (tril[0][order], tril[1][order])))
+    sizes = [len(tr[5][0]) for tr in terms]
+    lower = np.concatenate([np.where(tr[5][0] == tr[5][1], 0.0, -np.inf) for tr in terms])
+
+    def reml(theta):
+        V = jnp.eye(n)
+        k = 0
+        for (cols, rows, colidx, q, p, (ti, tj)), s in zip(terms, sizes):
+            T = jnp.zeros((p, p)).at[ti, tj].set(theta[k:k + s])
+            k += s
+            U = jnp.zeros((n, q)).at[rows, colidx].set((cols @ T).ravel())
+            V = V + U @ U.T
+        L = jnp.linalg.cholesky(V)
+        solve = lambda B: jax.scipy.linalg.cho_solve((L, True), B)  # noqa: E731
+        XtViX = X.T @ solve(X)
+        beta = jnp.linalg.solve(XtViX, X.T @ solve(y))
+        r = y - X @ beta
+        nu = n - X.shape[1]
+        return (2 * jnp.sum(jnp.log(jnp.diag(L))) + jnp.linalg.slogdet(XtViX)[1]
+                + nu * (1 + jnp.log(2 * jnp.pi * (r @ solve(r)) / nu)))
+
+    vg = jax.jit(jax.value_and_grad(reml))
+    start = np.concatenate([(tr[5][0] == tr[5][1]).astype(float) for tr in terms])
+
+    def fit_once():
+        def fg(th):
+            v, g = vg(jnp.asarray(th))
+            return float(v), np.asarray(g, dtype=float)
+
+        res = scipy.optimize.minimize(fg, start, jac=True, method="L-BFGS-B",
+                                      bounds=[(lo if np.isfinite(lo) else None, None) for lo in lower],
+                                      options={"maxiter": 5000, "maxfun": 20000})
+        return {"objective": float(res.fun), "n_evals": int(res.nfev), "converged": bool(res.success),
+                "theta": [float(t) for t in res.x], "message": str(res.message)}
+
+    return fit_once, {"jax": jax.__version__, "scipy": scipy.__version__}
+
+
+FITTERS = {"jaxlmm": _fitter_jaxlmm, "mixedlm": _fitter_mixedlm, "statsmodels": _fitter_statsmodels,
+           "dense": _fitter_dense}
+
+
+def worker_main(engine: str, workload: str, data: str, repeats: int, budget: float, result_file: str) -> int:
+    out: dict = {"engine": engine}
+    try:
+        import pandas as pd
+
+        wl = WORKLOADS[workload]
+        t = time.perf_counter()
+        df = pd.read_csv(data, dtype={c: str for c in wl.factors})
+        out["data_load_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        fit_once, versions = FITTERS[engine](wl, df)
+        out["import_s"] = time.perf_counter() - t
+        # jaxlmm's warm fit (compiled code reused) is measured even when the cold one was slow
+        first, times, info = _fit_loop(fit_once, repeats, budget, min_repeats=int(engine == "jaxlmm"))
+        out.update(ok=True, first_fit_s=first, fit_times_s=times, versions=versions, **info)
+    except Exception as e:  # reported in the table, the suite goes on
+        out.update(ok=False, error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+    out["max_rss_mib"] = _peak_rss_mib()
+    common.write_json(Path(result_file), out)
+    return 0 if out.get("ok") else 1
+
+
+# =========================================================================== lme4 worker
+
+R_SCRIPT = r"""
+args <- commandArgs(trailingOnly = TRUE)
+data_file <- args[[1]]; formula <- args[[2]]; factors <- strsplit(args[[3]], ",")[[1]]
+repeats <- as.integer(args[[4]]); budget <- as.numeric(args[[5]]); out_file <- args[[6]]
+suppressPackageStartupMessages({library(lme4); library(jsonlite)})
+t1 <- proc.time()[["elapsed"]]
+dat <- read.csv(data_file)
+for (f in factors) if (f %in% names(dat)) dat[[f]] <- factor(dat[[f]])
+t_data <- proc.time()[["elapsed"]] - t1
+fit_once <- function() lmer(as.formula(formula), data = dat, REML = TRUE)
+st <- system.time(m <- fit_once())
+first <- st[["elapsed"]]
+cat("@@FIRST_FIT_DONE\n"); flush(stdout())
+times <- numeric(0); spent <- 0
+while (length(times) < repeats && spent + (if (length(times)) times[length(times)] else first) <= budget) {
+  st <- system.time(m <- fit_once()); times <- c(times, st[["elapsed"]]); spent <- spent + st[["elapsed"]]
+}
+hwm <- grep("^VmHWM", readLines("/proc/self/status"), value = TRUE)
+rss <- as.numeric(gsub("[^0-9]", "", hwm)) / 1024
+conv <- m@optinfo$conv$lme4$messages
+out <- list(ok = TRUE, engine = "lme4", data_load_s = t_data, first_fit_s = first, fit_times_s = I(times),
+            objective = unname(m@devcomp$cmp[["REML"]]), n_evals = m@optinfo$feval,
+            converged = is.null(conv), conv_messages = I(if (is.null(conv)) character(0) else conv),
+            theta = I(unname(getME(m, "theta"))), fixef = as.list(fixef(m)), max_rss_mib = rss,
+            versions = list(R = paste(R.version$major, R.version$minor, sep = "."),
+                            lme4 = as.character(packageVersion("lme4")),
+                            Matrix = as.character(packageVersion("Matrix"))))
+writeLines(toJSON(out, auto_unbox = TRUE, digits = NA), out_file)
+"""
+
+
+# =========================================================================== parent
+
+
+def _available(engine: str, rscript: str | None) -> str | None:
+    """None when the engine can run here, else why not."""
+    if engine == "lme4":
+        return None if rscript else "Rscript not found"
+    if engine in ("mixedlm", "statsmodels"):
+        return None if common.python_package_version(engine) else f"{engine} not installed"
+    return None
+
+
+def run_engine(engine: str, wl, data_file: Path, args, rscript: str | None, tmp: Path) -> dict:
+    result_file = tmp / f"{wl.key}-{engine}.json"
+    env = dict(os.environ, JAX_ENABLE_COMPILATION_CACHE="false")
+    if engine == "lme4":
+        script = tmp / "suite_lme4.R"
+        script.write_text(R_SCRIPT)
+        cmd = [rscript, "--vanilla", str(script), str(data_file), wl.formula, ",".join(wl.factors),
+               str(args.repeats), str(args.budget), str(result_file)]
+    else:
+        cmd = [sys.executable, __file__, "--worker", engine, "--workload", wl.key, "--data", str(data_file),
+               "--repeats", str(args.repeats), "--budget", str(args.budget), "--result-file", str(result_file)]
+    timing = common.run_timed(cmd, timeout=args.timeout, env=env)
+    if result_file.exists():
+        res = json.loads(result_file.read_text())
+    elif timing.timed_out:
+        res = {"ok": False, "error": f"stopped after {args.timeout:.0f} s", "more_than_s": args.timeout
+               if timing.first_fit_s is None else None, "first_fit_done_s": timing.first_fit_s}
+    else:
+        res = {"ok": False, "error": "no result", "stderr_tail": timing.stderr[-2000:]}
+    res.update(engine=engine, process_s=timing.total_s, process_first_fit_s=timing.first_fit_s,
+               timed_out=timing.timed_out, returncode=timing.returncode)
+    if res.get("ok"):
+        res["warm_s"] = common.median(res["fit_times_s"]) if res["fit_times_s"] else res["first_fit_s"]
+    return res
+
+
+def run_fitted(key: str, args, rscript: str | None, tmp: Path) -> dict:
+    wl = WORKLOADS[key]
+    size = args.sizes.get(key, wl.default_size)
+    t = time.perf_counter()
+    df = wl.make(size)
+    gen_s = time.perf_counter() - t
+    data_file = tmp / f"{key}.csv"
+    df.to_csv(data_file, index=False)
+    n = len(df)
+    del df
+    out = {"key": key, "title": wl.title, "formula": wl.formula, "size": size, "size_label": wl.size_label,
+           "rows": n, "generate_s": gen_s, "engines": {}, "skipped": {}}
+    for engine in ("jaxlmm",) + wl.peers:
+        if engine not in args.engines:
+            continue
+        why = _available(engine, rscript)
+        if engine == "dense" and n > wl.dense_max_rows:
+            why = f"n = {n:,}: the n x n matrix would need {8 * n * n / 2**30:,.0f} GiB"
+        if why:
+            out["skipped"][engine] = why
+            continue
+        print(f"  {key} {engine} ...", flush=True)
+        r = run_engine(engine, wl, data_file, args, rscript, tmp)
+        out["engines"][engine] = r
+        status = f"first {common.fmt_s(r.get('first_fit_s'))} s, warm {common.fmt_s(r.get('warm_s'))} s" \
+            if r.get("ok") else f"failed: {r.get('error')}"
+        print(f"    {status}", flush=True)
+    data_file.unlink()
+    return out
+
+
+def run_script(key: str, script: str, extra: list[str], args, tmp: Path) -> dict:
+    """W4 / W5: run the workload's own script into a scratch folder and keep its JSON."""
+    sub = tmp / key
+    sub.mkdir(exist_ok=True)
+    cmd = [sys.executable, str(common.BENCH_DIR / script), *extra, "--out", str(sub)]
+    print(f"  {key}: {' '.join(cmd[1:])}", flush=True)
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout * 4)
+    out = {"key": key, "title": SCRIPT_TITLES[key], "command": " ".join(["python", f"benchmarks/{script}", *extra]),
+           "wall_s": time.perf_counter() - t, "returncode": proc.returncode}
+    files = list(sub.glob("*.json"))
+    if files:
+        out["result"] = json.loads(files[0].read_text())
+        for f in sub.iterdir():  # the standalone result files are refreshed too
+            (args.out / f.name).write_text(f.read_text())
+    else:
+        out["error"] = proc.stderr[-2000:]
+    return out
+
+
+# =========================================================================== report
+
+
+def _peer_summary(w: dict) -> dict:
+    eng = w["engines"]
+    j = eng.get("jaxlmm", {})
+    peers = {k: v for k, v in eng.items() if k != "jaxlmm" and v.get("ok")}
+    best = min(peers, key=lambda k: peers[k]["warm_s"]) if peers else None
+    s = {"jaxlmm_cold_s": j.get("first_fit_s"), "jaxlmm_warm_s": j.get("warm_s"),
+         "jaxlmm_evals": j.get("n_evals"), "jaxlmm_rss_mib": j.get("max_rss_mib"), "fastest_peer": best}
+    if best and j.get("ok"):
+        s["fastest_peer_s"] = peers[best]["warm_s"]
+        s["ratio_warm"] = peers[best]["warm_s"] / j["warm_s"]
+        s["ratio_cold"] = peers[best]["first_fit_s"] / j["first_fit_s"]
+    # peers stopped by the timeout before their first fit: slower than the timeout
+    s["timed_out"] = {k: v["more_than_s"] for k, v in eng.items() if v.get("more_than_s")}
+    return s
+
+
+def _fmt_mib(x) -> str:
+    return "-" if x is None else f"{x:,.0f}"
+
+
+def render(rep: dict) -> str:
+    m = rep["machine"]
+    L = ["# Benchmark suite", "",
+         f"Run {rep['date']} with `{rep['command']}`, {rep['wall_s'] / 60:.1f} min in all.", "",
+         f"Machine: {m.get('cpu_model')}, {m.get('cpu_affinity')} cores, {m.get('mem_total_gib')} GiB, "
+         f"{m.get('platform')}; load average at start {m.get('loadavg_at_start')}; repository at "
+         f"`{rep.get('git')}`. GPU: {rep['gpu']}.", "",
+         "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(rep["versions"].items()) if v), "",
+         "Times are wall-clock seconds of one fit. *cold*: the first fit in a fresh process (for jaxlmm "
+         "with tracing and XLA compilation); *warm*: median of the later fits in that process. Ratios: "
+         "fastest peer's time / jaxlmm's (> 1: jaxlmm faster). Peak RSS is the fitting process's.", "",
+         "## Summary", "",
+         "| workload | size | jaxlmm warm | jaxlmm cold | fastest peer | its warm | ratio warm | ratio cold "
+         "| stopped by the timeout |",
+         "|---|---|---:|---:|---|---:|---:|---:|---|"]
+    for w in rep["workloads"]:
+        if "engines" not in w:
+            continue
+        s = _peer_summary(w)
+        L.append(f"| {w['key']} | {w['rows']:,} rows | {common.fmt_s(s['jaxlmm_warm_s'], 3)} | "
+                 f"{common.fmt_s(s['jaxlmm_cold_s'])} | {s['fastest_peer'] or '-'} | "
+                 f"{common.fmt_s(s.get('fastest_peer_s'), 3)} | {common.fmt_ratio(s.get('ratio_warm'))} | "
+                 f"{common.fmt_ratio(s.get('ratio_cold'))} | "
+                 + (", ".join(f"{k} (> {t:.0f} s)" for k, t in s["timed_out"].items()) or "-") + " |")
+    for w in rep["workloads"]:
+        L += ["", f"## {w['key']}: {w.get('title', '')}", ""]
+        if "engines" in w:
+            L += [f"`{w['formula']}`, REML; {w['rows']:,} rows ({w['size_label']}: {w['size']:,}); "
+                  f"data generated in {w['generate_s']:.1f} s.", "",
+                  "| engine | cold (first fit) | warm (median) | fits | evals | objective | Δ objective vs jaxlmm "
+                  "| peak RSS MiB | fresh process → first fit |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            ref = w["engines"].get("jaxlmm", {}).get("objective")
+            for name, r in w["engines"].items():
+                if r.get("more_than_s"):
+                    L.append(f"| {name} | > {r['more_than_s']:.0f} (stopped) | | | | | | | |")
+                    continue
+                if not r.get("ok"):
+                    L.append(f"| {name} | failed: {str(r.get('error'))[:120]} | | | | | | | |")
+                    continue
+                d = "-" if name == "jaxlmm" or ref is None else f"{r['objective'] - ref:+.2e}"
+                L.append(f"| {name} | {common.fmt_s(r['first_fit_s'], 3)} | {common.fmt_s(r['warm_s'], 3)} | "
+                         f"{1 + len(r['fit_times_s'])} | {r.get('n_evals') if r.get('n_evals') is not None else '-'} | "
+                         f"{r['objective']:.6f} | {d} | {_fmt_mib(r.get('max_rss_mib'))} | "
+                         f"{common.fmt_s(r.get('process_first_fit_s'))} |")
+            for name, why in w["skipped"].items():
+                L.append(f"| {name} | skipped: {why} | | | | | | | |")
+        elif "result" in w:
+            L += _render_script(w)
+        else:
+            L += [f"failed: `{w.get('command')}`", "", "```", str(w.get("error", ""))[-1500:], "```"]
+    return "\n".join(L) + "\n"
+
+
+def _render_script(w: dict) -> list[str]:
+    r = w["result"]
+    L = [f"`{w['command']}` ({w['wall_s']:.0f} s); full results in `{'many' if w['key'] == 'W4' else 'dense'}.md`.", ""]
+    if w["key"] == "W4":
+        j = r["jaxlmm"]
+        warm = common.median(j["warm_s"])
+        L += [f"{r['responses']:,} responses: jaxlmm `lmer_many` {warm:.3f} s warm, {j['cold_s']:.2f} s cold.", "",
+              "| peer | loop over subset | all responses (scaled) | ratio warm | ratio cold |",
+              "|---|---:|---:|---:|---:|"]
+        for p in r["peers"]:
+            L.append(f"| {p['engine']} | {common.fmt_s(p.get('subset_s'))} | {common.fmt_s(p.get('all_s_scaled'))} | "
+                     f"{common.fmt_ratio(p.get('ratio_warm'))} | {common.fmt_ratio(p.get('ratio_cold'))} |")
+    else:
+        L += ["| n | jaxlmm s / value+grad | dense s / value+grad | ratio | dense matrix GiB | peak RSS MiB |",
+              "|---:|---:|---:|---:|---:|---:|"]
+        for row in r["rows"]:
+            if "sparse_eval_s" not in row:
+                L.append(f"| {row.get('n'):,} | | failed: {str(row.get('error', ''))[:80]} | | | |")
+                continue
+            L.append(f"| {row['n']:,} | {row['sparse_eval_s']:.5f} | {row['dense_eval_s']:.3f} | "
+                     f"{row['dense_eval_s'] / row['sparse_eval_s']:,.0f}x | {row['dense_matrix_gib']:.2f} | "
+                     f"{_fmt_mib(row.get('max_rss_mib'))} |")
+    return L
+
+
+# =========================================================================== main
+
+
+def _versions(rscript: str | None) -> dict:
+    v = {k: common.python_package_version(k) for k in ("jaxlmm", "jax", "jaxlib", "numpy", "pandas",
+                                                       "mixedlm", "statsmodels")}
+    if rscript:
+        v.update({k: x for k, x in common.r_package_versions(rscript, ("lme4", "Matrix")).items()})
+    return v
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workloads", default="W1,W2,W3,W4,W5,W6")
+    ap.add_argument("--engines", default=",".join(ALL_ENGINES))
+    ap.add_argument("--size", action="append", default=[], metavar="W=N",
+                    help="workload size, e.g. W2=100000 (rows), W3=30 (subjects), W6=4000000 (ratings)")
+    ap.add_argument("--repeats", type=int, default=3, help="fits after the first, per engine (default 3)")
+    ap.add_argument("--budget", type=float, default=30.0,
+                    help="seconds per engine for the later fits; fewer repeats when a fit is slow")
+    ap.add_argument("--timeout", type=float, default=120.0,
+                    help="seconds per engine process; a peer stopped before its first fit is reported as slower")
+    ap.add_argument("--w4", default="--responses 1000 --subset 50 --repeats 3", help="bench_many.py arguments")
+    ap.add_argument("--w5", default="--sizes 1000,2000,4000,8000 --repeats 3", help="bench_dense.py arguments")
+    ap.add_argument("--out", default=str(common.BENCH_DIR / "results"))
+    ap.add_argument("--worker", choices=PY_ENGINES, help=argparse.SUPPRESS)
+    ap.add_argument("--workload", help=argparse.SUPPRESS)
+    ap.add_argument("--data", help=argparse.SUPPRESS)
+    ap.add_argument("--result-file", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        return worker_main(args.worker, args.workload, args.data, args.repeats, args.budget, args.result_file)
+
+    keys = [k.strip().upper() for k in args.workloads.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in (*WORKLOADS, "W4", "W5")]
+    if unknown:
+        ap.error(f"unknown workload(s) {unknown}; choose from W1..W6")
+    args.engines = {e.strip() for e in args.engines.split(",") if e.strip()}
+    bad = args.engines - set(ALL_ENGINES)
+    if bad:
+        ap.error(f"unknown engine(s) {sorted(bad)}; choose from {', '.join(ALL_ENGINES)}")
+    args.engines.add("jaxlmm")
+    try:
+        args.sizes = {k.upper(): int(float(v)) for k, v in (s.split("=", 1) for s in args.size)}
+    except ValueError:
+        ap.error("--size takes WORKLOAD=N, e.g. W2=100000")
+    args.out = Path(args.out)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rscript = common.find_rscript() if "lme4" in args.engines else None
+
+    t0 = time.perf_counter()
+    rep = {"benchmark": "suite", "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+           "command": "python benchmarks/suite.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "machine": common.machine_info(), "git": common.git_state(), "versions": _versions(rscript),
+           "gpu": _gpu_note(), "workloads": []}
+    with tempfile.TemporaryDirectory(prefix="jaxlmm-suite-") as tmp:
+        tmp = Path(tmp)
+        for key in keys:
+            print(f"{key} ...", flush=True)
+            if key == "W4":
+                rep["workloads"].append(run_script("W4", "bench_many.py", args.w4.split(), args, tmp))
+            elif key == "W5":
+                rep["workloads"].append(run_script("W5", "bench_dense.py", args.w5.split(), args, tmp))
+            else:
+                rep["workloads"].append(run_fitted(key, args, rscript, tmp))
+            rep["wall_s"] = time.perf_counter() - t0
+            common.write_json(args.out / "suite.json", rep)  # partial results survive an interruption
+    rep["wall_s"] = time.perf_counter() - t0
+    rep["summary"] = {w["key"]: _peer_summary(w) for w in rep["workloads"] if "engines" in w}
+    common.write_json(args.out / "suite.json", rep)
+    md = render(rep)
+    (args.out / "suite.md").write_text(md)
+    print(md)
+    return 0
+
+
+def _gpu_note() -> str:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip().replace("\n", "; ")
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return "none on this machine (CPU only)"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
