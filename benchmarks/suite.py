@@ -318,10 +318,8 @@ def run_script(key: str, script: str, extra: list[str], args, tmp: Path) -> dict
     out = {"key": key, "title": SCRIPT_TITLES[key], "command": " ".join(["python", f"benchmarks/{script}", *extra]),
            "wall_s": time.perf_counter() - t, "returncode": proc.returncode}
     files = list(sub.glob("*.json"))
-    if files:
+    if files:  # kept in suite.json; the script's own result files (its full sizes) are left alone
         out["result"] = json.loads(files[0].read_text())
-        for f in sub.iterdir():  # the standalone result files are refreshed too
-            (args.out / f.name).write_text(f.read_text())
     else:
         out["error"] = proc.stderr[-2000:]
     return out
@@ -406,7 +404,8 @@ def render(rep: dict) -> str:
 
 def _render_script(w: dict) -> list[str]:
     r = w["result"]
-    L = [f"`{w['command']}` ({w['wall_s']:.0f} s); full results in `{'many' if w['key'] == 'W4' else 'dense'}.md`.", ""]
+    L = [f"`{w['command']}` ({w['wall_s']:.0f} s); the script alone writes `{'many' if w['key'] == 'W4' else 'dense'}.md` "
+         "(larger sizes there).", ""]
     if w["key"] == "W4":
         j = r["jaxlmm"]
         warm = common.median(j["warm_s"])
@@ -452,7 +451,8 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=120.0,
                     help="seconds per engine process; a peer stopped before its first fit is reported as slower")
     ap.add_argument("--w4", default="--responses 1000 --subset 50 --repeats 3", help="bench_many.py arguments")
-    ap.add_argument("--w5", default="--sizes 1000,2000,4000,8000 --repeats 3", help="bench_dense.py arguments")
+    ap.add_argument("--w5", default="--sizes 1000,2000,4000 --repeats 3",
+                    help="bench_dense.py arguments (8,000 and 16,000: minutes each; run bench_dense.py alone)")
     ap.add_argument("--out", default=str(common.BENCH_DIR / "results"))
     ap.add_argument("--worker", choices=PY_ENGINES, help=argparse.SUPPRESS)
     ap.add_argument("--workload", help=argparse.SUPPRESS)
