@@ -18,6 +18,7 @@ import pandas as pd
 
 from .errors import ArgumentError, DataError, FormulaError, RankDeficiencyWarning
 from .formula import ParsedFormula, parse_formula
+from .frames import as_frame, column_names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,19 +79,6 @@ def r_style_name(name: str) -> str:
         return "(Intercept)"
     name = re.sub(r"\[T\.([^\]]*)\]", r"\1", name)
     return re.sub(r"\[([^\]]*)\]", r"\1", name)
-
-
-def as_frame(data: Any) -> pd.DataFrame:
-    if isinstance(data, pd.DataFrame):
-        return data
-    if isinstance(data, dict):
-        try:
-            return pd.DataFrame(data)
-        except ValueError as e:
-            raise DataError(f"cannot make a table from the dict given as data: {e}") from None
-    raise DataError(
-        f"data must be a pandas DataFrame or a dict of columns, got {type(data).__name__}"
-    )
 
 
 def _required(expr: str, what: str, label: str | None = None) -> set[str]:
@@ -296,9 +284,7 @@ def build_design(formula: str | ParsedFormula, data: Any, *, weights=None, offse
             f"formula {pf.formula!r} has no random-effects term such as (1 | group); "
             "lmer needs at least one"
         )
-    df = as_frame(data)
-    n_total = len(df)
-    columns = set(map(str, df.columns))
+    columns = set(column_names(data))
 
     resp_is_col = pf.response in columns
     resp_expr = "{" + pf.response + "}"
@@ -313,6 +299,9 @@ def build_design(formula: str | ParsedFormula, data: Any, *, weights=None, offse
                 f"unknown column {v!r} ({where}) in formula {pf.formula!r}; "
                 f"data has columns {sorted(columns)}"
             )
+    # only the used columns of a polars / pyarrow / dict table are converted
+    df = as_frame(data, [*needed, *(a for a in (weights, offset) if isinstance(a, str))])
+    n_total = len(df)
 
     w_all, w_col = _vector_argument(weights, "weights", df, n_total)
     o_all, o_col = _vector_argument(offset, "offset", df, n_total)

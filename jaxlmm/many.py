@@ -11,7 +11,8 @@ import pandas as pd
 
 from .batch import fit_many
 from .covariance import diagonal_mask
-from .design import as_frame, build_design
+from .design import build_design
+from .frames import as_frame
 from .errors import ArgumentError, DataError, FitWarning
 from .fit import SINGULAR_TOL
 from .model import LmerModel

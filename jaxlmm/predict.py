@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .design import _model_matrix, as_frame, row_labels
+from .design import _model_matrix, row_labels
+from .frames import as_frame
 from .errors import ArgumentError, DataError
 
 NEW_LEVELS = ("population", "error", "nan")

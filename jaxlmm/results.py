@@ -357,8 +357,31 @@ class LmerResult:
         return profile(self, which=which, **kwargs)
 
     def summary(self) -> "Summary":
-        """What lme4's ``summary()`` prints: criterion, residuals, random and fixed effects."""
-        return Summary(format_summary(self))
+        """What lme4's ``summary()`` prints: criterion, residuals, random and fixed effects
+        (``str``); ``.markdown`` the same content as Markdown tables."""
+        return Summary(format_summary(self), markdown=lambda: _tidy().summary_markdown(self))
+
+    def tidy(self, effects=("fixed", "ran_pars"), ddf: str | None = "satterthwaite", conf_int: bool = False,
+             conf_level: float = 0.95) -> pd.DataFrame:
+        """broom.mixed's ``tidy``: one row per parameter, columns ``effect, group, term, estimate,
+        std.error, statistic, df, p.value`` (see :func:`jaxlmm.tidy.tidy`)."""
+        return _tidy().tidy(self, effects=effects, ddf=ddf, conf_int=conf_int, conf_level=conf_level)
+
+    def glance(self) -> pd.DataFrame:
+        """broom's ``glance``: one row with ``nobs, sigma, logLik, AIC, BIC, deviance, df.residual``."""
+        return _tidy().glance(self)
+
+    def augment(self, data=None) -> pd.DataFrame:
+        """broom's ``augment``: the rows used with ``.fitted``, ``.resid`` and ``.fixed``."""
+        return _tidy().augment(self, data)
+
+    def _repr_html_(self) -> str:
+        try:
+            return _tidy().summary_html(self)
+        except Exception:  # a notebook view never raises; the text repr is the fallback
+            import html
+
+            return f"<pre>{html.escape(repr(self))}</pre>"
 
     def __repr__(self) -> str:
         method = "REML" if self.reml else "ML"
@@ -372,11 +395,27 @@ class LmerResult:
         )
 
 
-class Summary:
-    """Printable summary (``str`` gives lme4's layout)."""
+def _tidy():
+    from . import tidy
 
-    def __init__(self, text: str) -> None:
+    return tidy
+
+
+class Summary:
+    """Printable summary (``str`` gives lme4's layout; ``markdown`` Markdown tables)."""
+
+    def __init__(self, text: str, markdown: Callable[[], str] | None = None) -> None:
         self.text = text
+        self._markdown = markdown
+
+    @property
+    def markdown(self) -> str:
+        if self._markdown is None:
+            raise ArgumentError("this summary has no Markdown form")
+        return self._markdown()
+
+    def _repr_markdown_(self) -> str:
+        return self.markdown
 
     def __str__(self) -> str:
         return self.text

@@ -186,7 +186,7 @@ def test_empty_data(sleepstudy):
 
 
 def test_data_of_wrong_type():
-    rejects(DataError, "data must be a pandas DataFrame or a dict of columns, got list", F, [1, 2])
+    rejects(DataError, "data must be a pandas DataFrame, a dict of columns, or a polars .* table; got list", F, [1, 2])
 
 
 def test_dict_with_ragged_columns():

@@ -1,0 +1,175 @@
+"""broom / broom.mixed tables of a fit: ``tidy`` (one row per parameter), ``glance`` (one row per
+model), ``augment`` (the data with fitted values and residuals).
+
+Column names follow broom.mixed so that code written against R's tidyverse reads the same:
+``effect, group, term, estimate, std.error, statistic, df, p.value``. Variance parameters are
+named ``sd__(Intercept)``, ``cor__(Intercept).Days`` and, for the residual, ``sd__Observation``;
+unlike broom.mixed their ``std.error`` is filled in (Wald, from the exact Hessian).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import ArgumentError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .results import LmerResult
+
+TIDY_COLUMNS = ["effect", "group", "term", "estimate", "std.error", "statistic", "df", "p.value"]
+EFFECTS = ("fixed", "ran_pars")
+
+
+def _fixed(fit: "LmerResult", ddf: str | None) -> pd.DataFrame:
+    t = fit.coef_table(ddf)
+    return pd.DataFrame({
+        "effect": "fixed", "group": None, "term": list(t.index), "estimate": t["estimate"].to_numpy(),
+        "std.error": t["std_error"].to_numpy(), "statistic": t["t"].to_numpy(), "df": t["df"].to_numpy(),
+        "p.value": t["p"].to_numpy(),
+    })
+
+
+def _ran_pars(fit: "LmerResult") -> pd.DataFrame:
+    vc = fit.varcorr
+    rows = []
+    for _, r in vc.iterrows():
+        if r["grp"] == "Residual":
+            term = "sd__Observation"
+        elif pd.isna(r["var2"]):
+            term = f"sd__{r['var1']}"
+        else:
+            term = f"cor__{r['var1']}.{r['var2']}"
+        rows.append({"effect": "ran_pars", "group": r["grp"], "term": term, "estimate": float(r["sdcor"]),
+                     "std.error": float(r["se"]) if "se" in vc.columns else np.nan})
+    out = pd.DataFrame(rows, columns=["effect", "group", "term", "estimate", "std.error"])
+    for c in ("statistic", "df", "p.value"):
+        out[c] = np.nan
+    return out
+
+
+def tidy(fit: "LmerResult", effects=EFFECTS, ddf: str | None = "satterthwaite", conf_int: bool = False,
+         conf_level: float = 0.95) -> pd.DataFrame:
+    """One row per parameter: fixed effects (t tests with ``ddf`` degrees of freedom, as
+    lmerTest; ``None`` for z tests) and variance parameters (``ran_pars``: standard deviations and
+    correlations by group, then the residual SD). ``conf_int`` adds Wald ``conf.low`` /
+    ``conf.high`` at ``conf_level`` (t quantiles for fixed effects)."""
+    if isinstance(effects, str):
+        effects = (effects,)
+    bad = [e for e in effects if e not in EFFECTS]
+    if bad or not effects:
+        raise ArgumentError(f"effects must be among {list(EFFECTS)}, got {list(effects)!r}")
+    if not 0 < conf_level < 1:
+        raise ArgumentError(f"conf_level must be between 0 and 1, got {conf_level!r}")
+    if fit._rside is not None and ddf not in ("residual", None):
+        ddf = "residual"  # Satterthwaite is not yet available with a residual structure
+    parts = []
+    if "fixed" in effects:
+        parts.append(_fixed(fit, ddf))
+    if "ran_pars" in effects and fit.ngroups:
+        parts.append(_ran_pars(fit))
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=TIDY_COLUMNS)
+    out = out[TIDY_COLUMNS]
+    if conf_int:
+        from scipy import stats
+
+        a = 0.5 + conf_level / 2
+        df = out["df"].to_numpy(dtype=float)
+        q = np.where(np.isfinite(df), stats.t.ppf(a, np.where(np.isfinite(df), df, 1.0)), stats.norm.ppf(a))
+        half = q * out["std.error"].to_numpy(dtype=float)
+        out["conf.low"] = out["estimate"] - half
+        out["conf.high"] = out["estimate"] + half
+    return out
+
+
+def glance(fit: "LmerResult") -> pd.DataFrame:
+    """One row: ``nobs, sigma, logLik, AIC, BIC, deviance, df.residual`` (and ``REMLcrit`` for a
+    REML fit, as broom.mixed). ``deviance`` is ``-2 log L``: the REML criterion for REML fits."""
+    row: dict[str, Any] = {"nobs": fit.nobs, "sigma": fit.sigma, "logLik": fit.loglik, "AIC": fit.aic,
+                           "BIC": fit.bic, "deviance": fit.deviance, "df.residual": fit.nobs - fit.df}
+    if fit.reml:
+        row["REMLcrit"] = fit.objective
+    return pd.DataFrame([row])
+
+
+def augment(fit: "LmerResult", data: Any = None) -> pd.DataFrame:
+    """The rows used by the fit with ``.fitted`` (``X beta + Z b + offset``), ``.resid``
+    (``y - .fitted``) and ``.fixed`` (``X beta + offset``). ``data``: the table given to ``lmer``
+    (any supported kind), whose rows used are kept with all their columns; without it, only the
+    three columns, indexed like the rows used."""
+    fit._rows_only("augment")
+    design = fit._model.design
+    fixed = design.X @ fit._fixef.to_numpy() + design.offset
+    cols = {".fitted": fit._fitted.to_numpy(), ".resid": fit._residuals.to_numpy(), ".fixed": fixed}
+    if data is None:
+        return pd.DataFrame(cols, index=design.row_index)
+    from .frames import as_frame
+
+    df = as_frame(data)
+    if len(df) != design.n + design.n_dropped:
+        raise ArgumentError(
+            f"data has {len(df)} rows; the fit used {design.n} of {design.n + design.n_dropped}: "
+            "pass the same table that was fitted"
+        )
+    if not df.index.is_unique:
+        raise ArgumentError("data's index has repeated labels: reset_index() it before fitting and augmenting")
+    try:
+        out = df.loc[design.row_index].copy()
+    except KeyError:
+        raise ArgumentError("data's row labels differ from the fitted table's: pass the same table") from None
+    clash = [c for c in cols if c in out.columns]
+    if clash:
+        raise ArgumentError(f"data already has column(s) {clash}")
+    for k, v in cols.items():
+        out[k] = v
+    return out
+
+
+def _md_table(frame: pd.DataFrame, index: bool = True, digits: int = 4) -> list[str]:
+    def cell(v):
+        if isinstance(v, (float, np.floating)):
+            return "" if np.isnan(v) else f"{v:.{digits}g}"
+        return "" if v is None else str(v)
+
+    cols = ([frame.index.name or ""] if index else []) + [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for k, row in frame.iterrows():
+        cells = ([str(k)] if index else []) + [cell(v) for v in row.tolist()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def summary_markdown(fit: "LmerResult", ddf: str | None = "satterthwaite") -> str:
+    """The summary as Markdown: model line, fit statistics, variance parameters, fixed effects."""
+    method = "REML" if fit.reml else "ML"
+    L = [f"**Linear mixed model fit by {method}**: `{fit.formula}`", ""]
+    L += _md_table(glance(fit), index=False) + [""]
+    t = tidy(fit, ddf=ddf)
+    rp = t[t["effect"] == "ran_pars"]
+    if len(rp):
+        L += ["Random effects (standard deviations and correlations):", ""]
+        L += _md_table(rp[["group", "term", "estimate", "std.error"]], index=False) + [""]
+    L += ["Fixed effects:", ""]
+    fx = t[t["effect"] == "fixed"].drop(columns=["effect", "group"])
+    L += _md_table(fx, index=False)
+    notes = []
+    if fit.singular:
+        notes.append("boundary (singular) fit")
+    if not fit.converged:
+        notes.append("the optimiser did not converge")
+    if notes:
+        L += ["", "*" + "; ".join(notes) + "*"]
+    return "\n".join(L) + "\n"
+
+
+def summary_html(fit: "LmerResult") -> str:
+    """A compact HTML view for notebooks: the model line, glance and tidy tables."""
+    import html
+
+    method = "REML" if fit.reml else "ML"
+    t = tidy(fit)
+    return (f"<div><p><b>Linear mixed model fit by {method}</b>: <code>{html.escape(fit.formula)}</code></p>"
+            + glance(fit).to_html(index=False, float_format=lambda v: f"{v:.6g}")
+            + t.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.6g}") + "</div>")
