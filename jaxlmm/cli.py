@@ -2,17 +2,22 @@
 
 Usage::
 
-    jaxlmm fit DATA FORMULA [--ml] [--weights COL] [--offset COL]
-    jaxlmm fit --example NAME [FORMULA] [--ml] [--weights COL] [--offset COL]
+    jaxlmm fit DATA FORMULA [--ml] [--weights COL] [--offset COL] [--ddf DDF]
+                            [--output OUT.json] [--device cpu|gpu] [--max-iter N]
+    jaxlmm fit --example NAME [FORMULA] [options]
     jaxlmm datasets
 
 ``DATA`` is a CSV file (read with pandas' default type inference; ``-`` reads CSV from
 standard input) or a Parquet file (``.parquet`` / ``.pq``; needs pyarrow). ``fit``
-prints the model summary.
+prints the model summary; with ``--ddf`` (``satterthwaite``, ``kenward-roger``,
+``residual`` or ``none``) also the fixed effects with t tests; ``--output`` writes the fit
+as JSON (glance, tidy, varcorr, convergence); ``--device`` picks JAX's platform.
 
 Exit status: 0 on success; 2 for bad input or usage (argument errors, any
-:class:`jaxlmm.errors.JaxlmmError`, an unreadable or missing data file), with a
-one-line message on standard error and no traceback; 1 for any other failure.
+:class:`jaxlmm.errors.JaxlmmError`, an unreadable or missing data file, a device that is not
+available), with a one-line message on standard error and no traceback; 3 when the fit
+finished but did not converge (the summary and JSON are still written, the warning is on
+standard error); 1 for any other failure.
 jaxlmm's warnings (e.g. a singular fit) are printed to standard error as
 ``jaxlmm: warning: ...`` lines. Set ``JAXLMM_DEBUG=1`` to get the traceback of an unexpected failure.
 """
@@ -35,6 +40,8 @@ PROG = "jaxlmm"
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_NOT_CONVERGED = 3
+DDF_CHOICES = ("satterthwaite", "kenward-roger", "residual", "none")
 
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 
@@ -83,6 +90,13 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("--weights", metavar="COL", help="column of prior (precision) weights")
     fit.add_argument("--offset", metavar="COL", help="column added to the linear predictor")
+    fit.add_argument("--ddf", choices=DDF_CHOICES, metavar="DDF",
+                     help="also print fixed-effect t tests with these denominator degrees of freedom: "
+                          + ", ".join(DDF_CHOICES))
+    fit.add_argument("--output", metavar="FILE", help="write the fit as JSON to FILE")
+    fit.add_argument("--device", choices=("cpu", "gpu"), help="JAX platform to fit on (default: JAX's choice)")
+    fit.add_argument("--max-iter", type=int, default=1000, metavar="N",
+                     help="optimiser iteration limit (default 1000)")
     fit.set_defaults(handler=_cmd_fit, subparser=fit)
 
     ds = sub.add_parser(
@@ -146,20 +160,65 @@ def _cmd_fit(ns: argparse.Namespace) -> int:
         data = read_data(args[0])
         formula = args[1]
 
+    if ns.max_iter < 1:
+        raise _UsageError(f"--max-iter must be at least 1, got {ns.max_iter}")
+    _select_device(ns.device)
     import jaxlmm
 
+    kwargs = {} if ns.max_iter == 1000 else {"max_iter": ns.max_iter}
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
-        fit = jaxlmm.lmer(
-            formula,
-            data,
-            reml=not ns.ml,
-            weights=ns.weights,
-            offset=ns.offset,
-        )
+        fit = jaxlmm.lmer(formula, data, reml=not ns.ml, weights=ns.weights, offset=ns.offset, **kwargs)
         summary = fit.summary()
+        ddf = None if ns.ddf in (None, "none") else ns.ddf
+        table = fit.coef_table(ddf) if ns.ddf else None
+        if ns.output:
+            _write_json(ns.output, fit, ddf)
     print(summary)
-    return EXIT_OK
+    if table is not None:
+        print(f"\nFixed effects, t tests ({ns.ddf} df):")
+        print(table.to_string())
+    converged = getattr(fit, "converged", True)
+    return EXIT_OK if converged else EXIT_NOT_CONVERGED
+
+
+def _select_device(device: str | None) -> None:
+    """Point JAX at the requested platform before its backend starts."""
+    if device is None:
+        return
+    import jax
+
+    try:
+        jax.config.update("jax_platforms", "cpu" if device == "cpu" else "cuda,rocm")
+        jax.devices()
+    except RuntimeError:
+        hint = "; install jax[cuda12] on a machine with an NVIDIA GPU" if device == "gpu" else ""
+        raise _UsageError(f"--device {device}: JAX has no {device.upper()} backend here{hint}") from None
+
+
+def _write_json(path: str, fit, ddf: str | None) -> None:
+    """The fit as JSON: model, glance, fixed effects (tidy rows), varcorr, convergence."""
+    import json
+
+    def records(frame):
+        return json.loads(frame.to_json(orient="records", double_precision=15))
+
+    out = {
+        "formula": fit.formula,
+        "reml": fit.reml,
+        "converged": bool(fit.converged),
+        "singular": bool(fit.singular),
+        "warnings": list(fit.optinfo.get("warnings", ())),
+        "glance": records(fit.glance())[0],
+        "coefficients": records(fit.tidy(ddf=ddf)),
+        "varcorr": records(fit.varcorr) if fit.ngroups else [],
+        "theta": [float(t) for t in fit.theta],
+        "n_evals": int(fit.optinfo["n_evals"]),
+    }
+    try:
+        Path(path).write_text(json.dumps(out, indent=2) + "\n")
+    except OSError as exc:
+        raise _UsageError(f"cannot write --output {path}: {exc}") from None
 
 
 def _cmd_datasets(ns: argparse.Namespace) -> int:

@@ -349,3 +349,63 @@ def test_installed_console_script():
     )
     assert proc.returncode == 0, proc.stderr
     assert "Fixed effects" in proc.stdout
+
+
+# ------------------------------------------------- --ddf, --output, --device, convergence
+
+
+@needs_core
+def test_fit_ddf_and_json_output(tmp_path, capsys):
+    out = tmp_path / "fit.json"
+    assert cli.main(["fit", "--example", "sleepstudy", "--ddf", "satterthwaite", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "t tests (satterthwaite df)" in printed and "17.0000" in printed
+    import json
+
+    res = json.loads(out.read_text())
+    assert res["converged"] is True and res["glance"]["nobs"] == 180
+    fixed = [r for r in res["coefficients"] if r["effect"] == "fixed"]
+    assert [r["term"] for r in fixed] == ["(Intercept)", "Days"]
+    assert abs(fixed[1]["df"] - 17.0) < 1e-3 and fixed[1]["p.value"] < 1e-5
+    assert res["glance"]["logLik"] == pytest.approx(-871.814135979246, rel=1e-8)  # lme4
+
+
+def test_bad_ddf_is_usage_error(capsys):
+    assert cli.main(["fit", "--example", "sleepstudy", "--ddf", "satterwaite"]) == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+@needs_core
+def test_unwritable_output_exits_2(tmp_path, capsys):
+    target = tmp_path / "no_such_dir" / "fit.json"
+    assert cli.main(["fit", "--example", "dyestuff", "--output", str(target)]) == 2
+    assert "cannot write --output" in capsys.readouterr().err
+
+
+@needs_core
+def test_console_failed_convergence_exits_3():
+    """The console command: an iteration limit that stops the optimiser gives exit status 3,
+    the summary on stdout and one warning line on stderr."""
+    proc = _run_module("fit", "--example", "sleepstudy", "--max-iter", "2")
+    assert proc.returncode == 3, proc.stderr
+    assert "Fixed effects" in proc.stdout
+    assert "jaxlmm: warning: the optimiser did not converge" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@needs_core
+def test_console_device_cpu_and_missing_gpu():
+    proc = _run_module("fit", "--example", "dyestuff", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    import jax
+
+    if any(d.platform == "gpu" for d in jax.devices()):
+        pytest.skip("this machine has a GPU")
+    proc = _run_module("fit", "--example", "dyestuff", "--device", "gpu")
+    assert proc.returncode == 2
+    assert "--device gpu: JAX has no GPU backend" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_max_iter_must_be_positive(capsys):
+    assert cli.main(["fit", "--example", "dyestuff", "--max-iter", "0"]) == 2
+    assert "--max-iter must be at least 1" in capsys.readouterr().err
