@@ -47,6 +47,7 @@ from .lmer import lmer  # noqa: E402
 from .many import lmer_many  # noqa: E402
 from .variance import VarExp, VarIdent, VarPower  # noqa: E402
 from .results import LmerResult  # noqa: E402
+from .progress import set_progress  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -64,6 +65,7 @@ __all__ = [
     "VarPower",
     "VarExp",
     "LmerResult",
+    "set_progress",
     "JaxlmmError",
     "FormulaError",
     "DataError",

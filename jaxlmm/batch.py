@@ -24,6 +24,7 @@ from .objective import ModelArrays, factor, objective
 from .optimize import minimize_bfgs
 from .parameters import sdcor_from_varpar
 from .precision import float64
+from .progress import progress
 
 
 def check_count(n, what: str) -> int:
@@ -127,25 +128,27 @@ def _run(model: LmerModel, Y: np.ndarray, starts: np.ndarray, reml: bool, batch_
         batch_size = check_count(batch_size, "batch_size")
         if sharding is not None:
             batch_size = -(-batch_size // n_dev) * n_dev  # a multiple of the device count
-        for s in range(0, B, batch_size):
-            Yb = Y[:, s : s + batch_size]
-            Sb = starts[s : s + batch_size]
-            nb = Yb.shape[1]
-            if nb < batch_size and (s > 0 or sharding is not None):  # pad: one compiled shape
-                Yb = np.concatenate([Yb, np.repeat(Yb[:, -1:], batch_size - nb, axis=1)], axis=1)
-                Sb = np.concatenate([Sb, np.repeat(Sb[-1:], batch_size - nb, axis=0)], axis=0)
-            D, offs = model.response_blocks(Yb - model.design.offset[:, None])
-            D, offs, Sb = jnp.asarray(D), [jnp.asarray(o) for o in offs], jnp.asarray(Sb)
-            if sharding is not None:
-                D, Sb = jax.device_put(D, sharding), jax.device_put(Sb, sharding)
-                offs = [jax.device_put(o, sharding) for o in offs]
-            res = _fit_batch(Sb, M, D, offs, jnp.asarray(max_iter))
-            for key, v in zip(FIELDS, res):
-                out[key].append(np.asarray(v)[:nb])
-            if pilot and s == 0 and B > batch_size:
-                ok = np.asarray(res[2])[:nb] == 0
-                if ok.any():
-                    fitted = np.stack([rectify(t, model.specs)[0] for t in np.asarray(res[6])[:nb][ok]])
-                    starts = starts.copy()
-                    starts[batch_size:] = np.median(fitted, axis=0)
+        with progress(B, "batched fits", unit="fit") as bar:
+            for s in range(0, B, batch_size):
+                Yb = Y[:, s : s + batch_size]
+                Sb = starts[s : s + batch_size]
+                nb = Yb.shape[1]
+                if nb < batch_size and (s > 0 or sharding is not None):  # pad: one compiled shape
+                    Yb = np.concatenate([Yb, np.repeat(Yb[:, -1:], batch_size - nb, axis=1)], axis=1)
+                    Sb = np.concatenate([Sb, np.repeat(Sb[-1:], batch_size - nb, axis=0)], axis=0)
+                D, offs = model.response_blocks(Yb - model.design.offset[:, None])
+                D, offs, Sb = jnp.asarray(D), [jnp.asarray(o) for o in offs], jnp.asarray(Sb)
+                if sharding is not None:
+                    D, Sb = jax.device_put(D, sharding), jax.device_put(Sb, sharding)
+                    offs = [jax.device_put(o, sharding) for o in offs]
+                res = _fit_batch(Sb, M, D, offs, jnp.asarray(max_iter))
+                for key, v in zip(FIELDS, res):
+                    out[key].append(np.asarray(v)[:nb])
+                bar.update(nb)
+                if pilot and s == 0 and B > batch_size:
+                    ok = np.asarray(res[2])[:nb] == 0
+                    if ok.any():
+                        fitted = np.stack([rectify(t, model.specs)[0] for t in np.asarray(res[6])[:nb][ok]])
+                        starts = starts.copy()
+                        starts[batch_size:] = np.median(fitted, axis=0)
     return {k: np.concatenate(v) for k, v in out.items()}

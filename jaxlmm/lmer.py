@@ -21,6 +21,7 @@ from .fit import conditional_estimates, fit_theta
 from .gram_shards import use_shards
 from .model import LmerModel
 from .precision import float64
+from .progress import logger
 from .results import LmerResult, make_mapping
 from .residual import structure_columns
 from .start import moment_start
@@ -245,8 +246,11 @@ def fit_model(model: LmerModel, *, reml: bool, start: np.ndarray | None = None, 
         _b=tuple(_ro(bi) for bi in cond.b),
         _rside=rfit,
     )
+    logger.info("fitted %s by %s: %d evaluations, %.2f s, objective %.6f%s", design.formula.formula,
+                "REML" if reml else "ML", tf.n_evals, optinfo["time_s"], tf.objective,
+                "" if not warn_msgs else " (" + "; ".join(warn_msgs) + ")")
     if warn_msgs:
-        warnings.warn("; ".join(warn_msgs) + " (details in fit.optinfo)", FitWarning, stacklevel=stacklevel)
+        warnings.warn("; ".join(warn_msgs) + " (details in fit.diagnostics)", FitWarning, stacklevel=stacklevel)
     return result
 
 

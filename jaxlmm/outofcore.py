@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .covariance import template_spec
+from .progress import logger, progress
 from .design import _grouping, _label, _level_labels, build_design, check_levels, needed_columns, term_order
 from .errors import ArgumentError, DataError
 from .formula import parse_formula
@@ -65,17 +66,19 @@ def open_dataset(source: Any):
         raise DataError(f"cannot read Parquet data at {path!r}: {e}") from None
 
 
-def _batches(ds, columns: list[str], batch_rows: int):
+def _batches(ds, columns: list[str], batch_rows: int, desc: str = "reading"):
     # file by file, without read-ahead: the dataset scanner prefetches whole files far ahead
     # of a slower consumer, so peak memory would grow with the size of the dataset
-    for fragment in ds.get_fragments():
-        for rb in fragment.to_batches(columns=columns, batch_size=batch_rows, batch_readahead=0,
-                                      fragment_readahead=0, use_threads=False):
-            if rb.num_rows:
-                yield rb.to_pandas()
-        # pandas objects of the last batch can sit in reference cycles, holding Arrow buffers
-        # until the cyclic collector runs: collect now, so peak memory stays about one batch
-        gc.collect()
+    with progress(ds.count_rows(), desc, unit="row") as bar:
+        for fragment in ds.get_fragments():
+            for rb in fragment.to_batches(columns=columns, batch_size=batch_rows, batch_readahead=0,
+                                          fragment_readahead=0, use_threads=False):
+                if rb.num_rows:
+                    bar.update(rb.num_rows)
+                    yield rb.to_pandas()
+            # pandas objects of the last batch can sit in reference cycles, holding Arrow buffers
+            # until the cyclic collector runs: collect now, so peak memory stays about one batch
+            gc.collect()
 
 
 def _is_categorical(s: pd.Series) -> bool:
@@ -136,7 +139,7 @@ def lmer_dataset(formula: str, source: Any, *, reml: bool = True, weights: str |
     cat_order: dict[str, list] = {}
     combos: dict[tuple[str, ...], list[pd.DataFrame]] = {t.factors: [] for t in pf.random if len(t.factors) > 1}
     n_rows = 0
-    for df in _batches(ds, cols, int(batch_rows)):
+    for df in _batches(ds, cols, int(batch_rows), "out of core, pass 1/2 (levels)"):
         n_rows += len(df)
         df = df.loc[~df.isna().any(axis=1)]
         for c in cols:
@@ -194,7 +197,7 @@ def lmer_dataset(formula: str, source: Any, *, reml: bool = True, weights: str |
     n_dropped = 0
     log_w = 0.0
     design0 = None
-    for df in _batches(ds, cols, int(batch_rows)):
+    for df in _batches(ds, cols, int(batch_rows), "out of core, pass 2/2 (Gram sums)"):
         d = build_design(pf, as_global(df), weights=weights, offset=offset, chunk=True) \
             if (~df.isna().any(axis=1)).any() else None
         if d is None:
@@ -247,6 +250,8 @@ def lmer_dataset(formula: str, source: Any, *, reml: bool = True, weights: str |
                 diag=diag, off=off, pattern=pattern)
     labels = [term_labels[k] for k in order]
     specs = tuple(template_spec(t.width, t.uncorrelated) for t in terms0)
+    logger.info("out of core: %d rows read in two passes (%d used, %d dropped), %.1f s; fitting from the "
+                "Gram blocks", n_rows, n, n_dropped, time.perf_counter() - t0)
     return fit_gram(gram, specs, design0, terms0, labels, n=n, n_dropped=n_dropped, log_w=log_w,
                     reml=bool(reml), max_iter=max_iter, t0=t0,
                     info={"out_of_core": True, "rows_read": n_rows, "batch_rows": int(batch_rows)})

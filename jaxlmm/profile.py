@@ -47,6 +47,7 @@ from .covariance import templates_np
 from .errors import ArgumentError, FitWarning
 from .fit import SINGULAR_TOL, conditional_estimates
 from .intervals import check_level
+from .progress import progress
 from .kernels.structure import key_name
 from .objective import ModelArrays, deviance_varpar
 from .optimize import minimize_bfgs
@@ -561,21 +562,27 @@ def profile(fit, which: str | Iterable[str] | None = None, *, level_max: float =
     pr = _profiler(fit)
     cutoff = float(np.sqrt(scipy.stats.chi2.ppf(lv, len(names))))
     frames = []
-    for k in idx:
-        c = _Curve(pr, k)
-        c.centre()
-        xs = [c.xhat]
-        for direction in (-1, 1):
-            e = c.end(cutoff, direction)
-            if np.isfinite(e) and e != c.xhat:
-                xs += list(c.xhat + (e - c.xhat) * np.arange(1, n_points + 1) / n_points)
-        xs = sorted({float(x) for x in xs})
-        for x in sorted(xs, key=lambda t: abs(t - c.xhat)):  # outward: warm starts stay close
-            c.zeta(x)
-        df = pd.DataFrame(np.array([c.all_parameters(x) for x in xs]), columns=names)
-        df.insert(0, "deviance", [c.points[x][2] for x in xs])
-        df.insert(0, "zeta", [c.points[x][0] for x in xs])
-        df.insert(0, "value", xs)
-        df.insert(0, "parameter", names[k])
-        frames.append(df)
+    with progress(len(idx), "likelihood profiles", unit="parameter") as bar:
+        for k in idx:
+            frames.append(_profile_one(_Curve(pr, k), names, k, cutoff, n_points))
+            bar.update(1)
     return pd.concat(frames, ignore_index=True)
+
+
+def _profile_one(c: "_Curve", names: list, k: int, cutoff: float, n_points: int) -> pd.DataFrame:
+    """One parameter's profile: the estimate and ``n_points`` values on each side."""
+    c.centre()
+    xs = [c.xhat]
+    for direction in (-1, 1):
+        e = c.end(cutoff, direction)
+        if np.isfinite(e) and e != c.xhat:
+            xs += list(c.xhat + (e - c.xhat) * np.arange(1, n_points + 1) / n_points)
+    xs = sorted({float(x) for x in xs})
+    for x in sorted(xs, key=lambda t: abs(t - c.xhat)):  # outward: warm starts stay close
+        c.zeta(x)
+    df = pd.DataFrame(np.array([c.all_parameters(x) for x in xs]), columns=names)
+    df.insert(0, "deviance", [c.points[x][2] for x in xs])
+    df.insert(0, "zeta", [c.points[x][0] for x in xs])
+    df.insert(0, "value", xs)
+    df.insert(0, "parameter", names[k])
+    return df

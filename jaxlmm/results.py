@@ -212,6 +212,17 @@ class LmerResult:
     def converged(self) -> bool:
         return bool(self.optinfo["converged"])
 
+    @property
+    def diagnostics(self) -> types.MappingProxyType:
+        """Convergence and singularity details behind the fit's one consolidated warning:
+        ``converged``, ``singular``, ``warnings`` (the messages), ``message``, ``grad``,
+        ``grad_norm``, ``n_evals``, ``n_iter``, ``optimizer``, ``time_s``."""
+        keys = ("converged", "warnings", "message", "grad", "grad_norm", "n_evals", "n_iter", "optimizer",
+                "time_s")
+        d = {k: self.optinfo.get(k) for k in keys}
+        d["singular"] = bool(self.singular)
+        return make_mapping(d)
+
     def scaled_residuals(self) -> np.ndarray:
         """Pearson residuals: ``sqrt(w) (y - fitted) / sigma`` (divided by the variance
         function's ``s_i`` too when the fit has one)."""
