@@ -34,7 +34,7 @@ def _plt():
     try:
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ImportError("jaxlmm's plots need matplotlib: pip install 'jaxlmm[plot]'") from None
+        raise ImportError("jaxlmm's plots need matplotlib: pip install matplotlib (or jaxlmm's [plot] extra)") from None
     return plt
 
 
