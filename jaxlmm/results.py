@@ -51,8 +51,8 @@ class LmerResult:
     optinfo: types.MappingProxyType
     ngroups: types.MappingProxyType
     dropped_columns: tuple[str, ...] = ()
-    weights: np.ndarray | None = None
-    data_name: str | None = None
+    weights: np.ndarray | None = None  # prior weights of the rows used (None for a fit out of core)
+    data_name: str | None = None  # a label for the data, if the caller gave one
     _model: Any = None  # jaxlmm.model.LmerModel: design and Gram blocks, for inference and refits
     _b: tuple = ()  # conditional modes per term (levels_i, p_i), term order of the design
     _rside: Any = None  # jaxlmm.residual.RSideFit: the fitted residual structure, if any
@@ -117,6 +117,7 @@ class LmerResult:
 
     @property
     def aic(self) -> float:
+        """``objective + 2 df``: Akaike's criterion (from the REML criterion for REML fits, as R)."""
         return self.objective + 2.0 * self.df
 
     @property
@@ -210,6 +211,7 @@ class LmerResult:
 
     @property
     def converged(self) -> bool:
+        """Whether the optimiser met its convergence criterion (details in :attr:`diagnostics`)."""
         return bool(self.optinfo["converged"])
 
     @property
