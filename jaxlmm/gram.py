@@ -40,6 +40,14 @@ def _weighted_cross(codes, ncodes, a, b, w):
     return out
 
 
+def level_pairs(codes_i: np.ndarray, codes_j: np.ndarray, nlevels_i: int):
+    """The level pairs that occur in the rows, as the pattern ``(rows, cols)`` = (level of ``i``,
+    level of ``j``) sorted by column then row, and each row's pair index ``(n,)``."""
+    key = codes_j.astype(np.int64) * nlevels_i + codes_i
+    uniq, inv = np.unique(key, return_inverse=True)
+    return (uniq % nlevels_i, uniq // nlevels_i), inv
+
+
 def gram_blocks(design: Design) -> Gram:
     """Compute the blocked Gram matrix of the design (see module docstring)."""
     w = design.weights
@@ -60,10 +68,8 @@ def gram_blocks(design: Design) -> Gram:
                 c = np.arange(nlevels[j])
                 vals = np.swapaxes(_weighted_cross(codes[j], nlevels[j], cols[j], cols[i], w), 1, 2)
             else:
-                key = codes[j] * nlevels[i] + codes[i]  # sorted by column (level of j), then row
-                uniq, inv = np.unique(key, return_inverse=True)
-                r, c = uniq % nlevels[i], uniq // nlevels[i]
-                vals = _weighted_cross(inv, len(uniq), cols[i], cols[j], w)
+                (r, c), inv = level_pairs(codes[i], codes[j], nlevels[i])
+                vals = _weighted_cross(inv, len(r), cols[i], cols[j], w)
             pattern[(i, j)] = (r, c)
             off[key_name(i, j)] = vals
     return Gram(nlevels=nlevels, widths=widths, diag=diag, off=off, pattern=pattern)

@@ -20,7 +20,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .design import Design
-from .gram import Gram
+from .gram import Gram, level_pairs
 from .kernels.structure import key_name
 from .precision import float64
 
@@ -29,13 +29,6 @@ AXIS = "rows"
 # ``lmer(shard=None)`` sums over row shards when this process has several devices and at least
 # this many rows (below it the host's bincounts take milliseconds).
 SHARD_MIN_ROWS = 100_000
-
-
-def _pairs(codes_i: np.ndarray, codes_j: np.ndarray, nl_i: int):
-    """Level pairs that occur, sorted by ``j`` then ``i``, and each row's pair index."""
-    key = codes_j.astype(np.int64) * nl_i + codes_i
-    uniq, inv = np.unique(key, return_inverse=True)
-    return (uniq % nl_i, uniq // nl_i), inv.astype(np.int32), len(uniq)
 
 
 def _local_sums(codes, cols, pair_ids, w, *, nlevels, npairs, pair_keys):
@@ -78,8 +71,9 @@ def gram_blocks_sharded(design: Design, devices: Sequence[jax.Device] | None = N
             if i == K - 1:
                 pattern[(i, j)] = (np.zeros(nlevels[j], dtype=np.int64), np.arange(nlevels[j]))
             else:
-                pattern[(i, j)], pair_ids[key_name(i, j)], npairs[key_name(i, j)] = _pairs(
-                    codes[i], codes[j], nlevels[i])
+                pattern[(i, j)], inv = level_pairs(codes[i], codes[j], nlevels[i])
+                pair_ids[key_name(i, j)] = inv.astype(np.int32)
+                npairs[key_name(i, j)] = len(pattern[(i, j)][0])
 
     n = design.n
     pad = (-n) % nd
