@@ -77,8 +77,6 @@ def main() -> None:
         "ratio_lme4_over_jaxlmm_cold": (r_med / jx["cold_s"]) if r_med else None,
     }
     outdir = Path(args.out)
-    outdir.mkdir(parents=True, exist_ok=True)
-    (outdir / "bootstrap.json").write_text(json.dumps(result, indent=2))
     m = result["machine"]
     lines = [
         f"# Parametric bootstrap, sleepstudy (Days | Subject), {args.nsim} replicates",
@@ -93,8 +91,7 @@ def main() -> None:
         "",
         f"jaxlmm replicates converged: {jx['converged']:.3f}; replicate SD / Wald SE: {jx['sd_over_se']}",
     ]
-    (outdir / "bootstrap.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    common.write_report(outdir, "bootstrap", result, lines)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ from jaxlmm.model import LmerModel
 from jaxlmm.objective import objective
 from jaxlmm.precision import float64
 n, repeats = int(sys.argv[1]), int(sys.argv[2])
+sys.path.insert(0, sys.argv[3])
+from dense_solver import reml_criterion
 rng = np.random.default_rng(n)
 na, nb = max(n // 10, 2), max(n // 50, 2)
 a, b = rng.integers(0, na, n), rng.integers(0, nb, n)
@@ -67,16 +69,7 @@ with float64():
         V = jnp.eye(n)
         for Z, t in zip(Zs, th):
             V = V + (t * t) * (Z @ Z.T)
-        L = jnp.linalg.cholesky(V)
-        solve = lambda B: jax.scipy.linalg.cho_solve((L, True), B)
-        ViX, Viy = solve(X), solve(yv)
-        XtViX = X.T @ ViX
-        beta = jnp.linalg.solve(XtViX, X.T @ Viy)
-        r = yv - X @ beta
-        r2 = r @ solve(r)
-        nu = n - X.shape[1]
-        return (2 * jnp.sum(jnp.log(jnp.diag(L))) + jnp.linalg.slogdet(XtViX)[1]
-                + nu * (1 + jnp.log(2 * jnp.pi * r2 / nu)))
+        return reml_criterion(V, X, yv)
 
     dvg = jax.jit(jax.value_and_grad(dense))
     dense_s = timed(dvg, theta, repeats=repeats if n < 8000 else 1)  # minutes per call beyond 8k
@@ -96,7 +89,7 @@ def main() -> None:
     args = ap.parse_args()
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
-        out = subprocess.run([sys.executable, "-c", WORKER, str(n), str(args.repeats)], capture_output=True, text=True)
+        out = subprocess.run([sys.executable, "-c", WORKER, str(n), str(args.repeats), str(common.BENCH_DIR)], capture_output=True, text=True)
         if out.returncode != 0:
             why = {-9: "killed (SIGKILL: out of memory)", 137: "killed (out of memory)",
                    -11: "crashed (SIGSEGV)"}.get(out.returncode, f"exit {out.returncode}")
@@ -108,8 +101,6 @@ def main() -> None:
     result = {"benchmark": "W5_dense_solver", "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
               "machine": common.machine_info(), "git": common.git_state(), "rows": rows}
     outdir = Path(args.out)
-    outdir.mkdir(parents=True, exist_ok=True)
-    (outdir / "dense.json").write_text(json.dumps(result, indent=2))
     m = result["machine"]
     lines = [
         "# W5: blocked sparse Cholesky vs the dense n x n solver, `y ~ x + (1 | a) + (1 | b)` (REML)",
@@ -129,8 +120,7 @@ def main() -> None:
             f"{r['sparse_eval_s']:.5f} | {r['dense_eval_s'] / r['sparse_eval_s']:.0f}x | {r['fit_warm_s']:.3f} | "
             f"{abs(r['sparse_value'] / r['dense_value'] - 1):.1e} | {r['max_rss_mib']:.0f} |")
     lines += ["", "Command: `python benchmarks/bench_dense.py " + " ".join(sys.argv[1:]) + "`"]
-    (outdir / "dense.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    common.write_report(outdir, "dense", result, lines)
 
 
 if __name__ == "__main__":

@@ -126,8 +126,6 @@ def main() -> None:
         "jaxlmm": {k2: v for k2, v in jx.items() if k2 not in ("objective", "beta")}, "peers": table,
     }
     outdir = Path(args.out)
-    outdir.mkdir(parents=True, exist_ok=True)
-    (outdir / "many.json").write_text(json.dumps(result, indent=2))
     m = result["machine"]
     lines = [
         f"# lmer_many: {args.responses:,} sleepstudy-sized responses, `~ Days + (Days | Subject)`, REML",
@@ -145,8 +143,7 @@ def main() -> None:
     lines += ["", f"jaxlmm: converged {jx['converged']:.3f}, median {jx['n_evals_median']:.0f} evaluations per "
               f"response, {jx['devices']} device(s).", "",
               "Command: `python benchmarks/bench_many.py " + " ".join(sys.argv[1:]) + "`"]
-    (outdir / "many.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    common.write_report(outdir, "many", result, lines)
 
 
 if __name__ == "__main__":

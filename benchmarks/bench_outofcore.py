@@ -94,8 +94,6 @@ def main() -> None:
               "generate_s": gen_s, "out_of_core": ooc, "sample_rows": min(args.sample, args.rows),
               "sample_out_of_core": ooc_small, "sample_in_memory": mem_small, "sample_max_rel_diff": rel}
     outdir = Path(args.out)
-    outdir.mkdir(parents=True, exist_ok=True)
-    (outdir / "outofcore.json").write_text(json.dumps(result, indent=2))
     m = result["machine"]
     lines = [
         f"# Out-of-core fit: `{FORMULA}`, {args.rows:,} rows, {args.groups:,} groups (Parquet, 1M-row files)",
@@ -115,8 +113,7 @@ def main() -> None:
         "",
         "Command: `python benchmarks/bench_outofcore.py " + " ".join(sys.argv[1:]) + "`",
     ]
-    (outdir / "outofcore.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    common.write_report(outdir, "outofcore", result, lines)
 
 
 if __name__ == "__main__":

@@ -125,8 +125,6 @@ def main() -> None:
         "loglik_rel_diff": abs(jx["loglik"] / r["loglik"] - 1) if r else None,
     }
     outdir = Path(args.out)
-    outdir.mkdir(parents=True, exist_ok=True)
-    (outdir / "rside.json").write_text(json.dumps(result, indent=2))
     m = result["machine"]
     nan = float("nan")
     lines = [
@@ -146,8 +144,7 @@ def main() -> None:
         "",
         "Command: `python benchmarks/bench_rside.py " + " ".join(sys.argv[1:]) + "`",
     ]
-    (outdir / "rside.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    common.write_report(outdir, "rside", result, lines)
 
 
 if __name__ == "__main__":

@@ -190,6 +190,14 @@ def write_json(path: Path, obj) -> None:
     tmp.replace(path)
 
 
+def write_report(outdir: str | os.PathLike, stem: str, result: dict, lines: list[str]) -> None:
+    """``OUT/stem.json`` (the result) and ``OUT/stem.md`` (the lines), and print the lines."""
+    outdir = Path(outdir)
+    write_json(outdir / f"{stem}.json", result)
+    (outdir / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def _json_default(o):
     try:
         import numpy as np

@@ -125,6 +125,7 @@ def _fitter_dense(wl, df):
     import numpy as np
     import scipy.optimize
 
+    from dense_solver import reml_criterion
     from jaxlmm.design import build_design
 
     jax.config.update("jax_enable_x64", True)  # this worker process only
@@ -153,14 +154,7 @@ def _fitter_dense(wl, df):
             k += s
             U = jnp.zeros((n, q)).at[rows, colidx].set((cols @ T).ravel())
             V = V + U @ U.T
-        L = jnp.linalg.cholesky(V)
-        solve = lambda B: jax.scipy.linalg.cho_solve((L, True), B)  # noqa: E731
-        XtViX = X.T @ solve(X)
-        beta = jnp.linalg.solve(XtViX, X.T @ solve(y))
-        r = y - X @ beta
-        nu = n - X.shape[1]
-        return (2 * jnp.sum(jnp.log(jnp.diag(L))) + jnp.linalg.slogdet(XtViX)[1]
-                + nu * (1 + jnp.log(2 * jnp.pi * (r @ solve(r)) / nu)))
+        return reml_criterion(V, X, y)
 
     vg = jax.jit(jax.value_and_grad(reml))
     start = np.concatenate([(tr[5][0] == tr[5][1]).astype(float) for tr in terms])
