@@ -8,6 +8,12 @@ condition. Gradients are exact (``jax.value_and_grad``). The line search and the
 share one loop whose body makes exactly one value-and-gradient evaluation, so the objective is
 traced and compiled once.
 
+With ``extra_points`` (a function of the final ``x`` giving ``n_extra`` points ``(n_extra, d)``)
+the same loop goes on, after the search has stopped, to evaluate the value and gradient at those
+points (for a Hessian by differences of the gradient): one instance of the objective in the
+compiled program serves both. ``has_aux``: ``fun`` returns ``(value, aux)``; the ``aux`` of the
+first extra point is returned.
+
 Stops with ``status`` 0 when ``max|g| <= gtol``; 1 when no decrease beyond rounding
 (``1e-14`` relative) is possible any more; 3 when the decrease per iteration falls below
 ``ftol * |f|`` after a full quasi-Newton step (or twice in a row), or when the predicted
@@ -16,7 +22,7 @@ remaining decrease ``g' H g / 2`` does; 2 at ``max_iter``. ``nfev`` counts evalu
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +36,9 @@ class BFGSResult(NamedTuple):
     n_iter: jnp.ndarray
     nfev: jnp.ndarray
     status: jnp.ndarray
+    extra_f: Any = None  # (n_extra,) values at the extra points
+    extra_g: Any = None  # (n_extra, d) gradients there
+    aux: Any = None  # the objective's aux output at the first extra point
 
 
 class _State(NamedTuple):
@@ -65,9 +74,25 @@ def minimize_bfgs(
     ftol: float = 1e-13,
     max_iter: int = 1000,
     max_backtrack: int = 60,
+    extra_points: Callable | None = None,
+    n_extra: int = 0,
+    has_aux: bool = False,
 ) -> BFGSResult:
     """Minimize ``fun(x, *args)`` from ``x0`` (see module docstring)."""
-    vg = jax.value_and_grad(fun)
+    vg_raw = jax.value_and_grad(fun, has_aux=has_aux)
+    if has_aux:
+        aux_shape = jax.eval_shape(lambda x: fun(x, *args)[1], x0)
+        aux0 = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), aux_shape)
+
+        def vg(x, *a):
+            (f, aux), g = vg_raw(x, *a)
+            return f, g, aux
+    else:
+        aux0 = None
+
+        def vg(x, *a):
+            f, g = vg_raw(x, *a)
+            return f, g, None
     dtype = x0.dtype
     n = x0.shape[0]
     eye = jnp.eye(n, dtype=dtype)
@@ -78,12 +103,34 @@ def minimize_bfgs(
         small=jnp.asarray(False), first=jnp.asarray(True), status=jnp.asarray(-1),
     )
 
-    def cond(s: _State):
-        return s.status < 0
+    m = int(n_extra) if extra_points is not None else 0
+    extra0 = (jnp.asarray(0), jnp.zeros((m,), dtype), jnp.zeros((m, n), dtype), aux0)
 
-    def body(s: _State):
+    def cond(c):
+        s, (j, _, _, _) = c
+        return (s.status < 0) | (j < m)
+
+    def body(c):
+        s, (j, ef, eg, aux_keep) = c
+        searching = s.status < 0
         xt = s.x + s.t * s.d
-        ft, gt = vg(xt, *args)
+        if m:
+            xt = jnp.where(searching, xt, extra_points(s.x)[jnp.minimum(j, m - 1)])
+        ft, gt, aux = vg(xt, *args)
+        if m:
+            store = ~searching
+            ef = jnp.where(store, ef.at[j].set(ft), ef)
+            eg = jnp.where(store, eg.at[j].set(gt), eg)
+            if has_aux:
+                keep = store & (j == 0)
+                aux_keep = jax.tree_util.tree_map(lambda a, b: jnp.where(keep, a, b), aux, aux_keep)
+            j = j + store.astype(j.dtype)
+        s_new = _search_step(s, xt, ft, gt)
+        if m:
+            s_new = jax.tree_util.tree_map(lambda a, b: jnp.where(searching, a, b), s_new, s)
+        return s_new, (j, ef, eg, aux_keep)
+
+    def _search_step(s: _State, xt, ft, gt):
         nfev = s.nfev + 1
 
         # --- initial evaluation: first step of length 0.1 max(1, |x0|) along -g
@@ -130,5 +177,7 @@ def minimize_bfgs(
         pick = lambda a, b, c: jnp.where(s.first, a, jnp.where(ok, b, c))  # noqa: E731
         return jax.tree_util.tree_map(pick, s_first, s_acc, s_rej)
 
-    s = lax.while_loop(cond, body, init)
-    return BFGSResult(s.x, s.f, s.g, s.k, s.nfev, s.status)
+    s, (_, ef, eg, aux) = lax.while_loop(cond, body, (init, extra0))
+    if not m:
+        return BFGSResult(s.x, s.f, s.g, s.k, s.nfev, s.status)
+    return BFGSResult(s.x, s.f, s.g, s.k, s.nfev, s.status, ef, eg, aux)
