@@ -132,19 +132,21 @@ def _level_labels(values: pd.Series) -> tuple[np.ndarray, list[str]]:
     return codes.astype(np.int64), _labels(uniq)
 
 
-def check_levels(t, n_levels: int, width: int, n: int) -> None:
-    """lme4's identifiability checks of a random-effects term's number of levels."""
+def check_levels(t, n_levels: int, width: int, n: int, residual: bool = True) -> None:
+    """lme4's identifiability checks of a random-effects term's number of levels. ``residual``:
+    the model has a residual variance (``lmer``); without one (``glmer``) a term may have one
+    level per observation (observation-level random effects), as glmer allows."""
     if n_levels < 2:
         raise DataError(
             f"grouping factor {t.name!r} of term {t} has a single level; "
             "a random effect needs at least two"
         )
-    if n_levels >= n:
+    if n_levels > n or (residual and n_levels == n):
         raise DataError(
             f"grouping factor {t.name!r} has {n_levels} levels for {n} observations; "
             "the number of levels must be below the number of observations"
         )
-    if n_levels * width >= n:
+    if residual and n_levels * width >= n:
         raise DataError(
             f"term {t} has {n_levels * width} random effects for {n} observations; "
             "the random-effects parameters and the residual variance are unidentifiable"
@@ -268,7 +270,7 @@ def needed_columns(pf: ParsedFormula, columns: set[str]) -> dict[str, str]:
 
 def build_design(formula: str | ParsedFormula, data: Any, *, weights=None, offset=None,
                  extra_columns: dict[str, str] | None = None, require_random: bool = True,
-                 chunk: bool = False) -> Design:
+                 chunk: bool = False, residual: bool = True) -> Design:
     """Validate the data against the formula and build the model matrices (before any compute).
 
     ``extra_columns`` (name -> what uses it, e.g. a correlation structure's group and time
@@ -277,7 +279,8 @@ def build_design(formula: str | ParsedFormula, data: Any, *, weights=None, offse
 
     ``chunk``: the data are one chunk of a larger table (``jaxlmm.outofcore``): no aliased
     columns are dropped, no level counts are checked and the terms keep the formula's order
-    (all of that is decided on the whole table)."""
+    (all of that is decided on the whole table). ``residual=False`` (``glmer``): no residual
+    variance, so a term may have as many levels as rows."""
     pf = formula if isinstance(formula, ParsedFormula) else parse_formula(formula)
     if require_random and not pf.random:
         raise FormulaError(
@@ -337,6 +340,8 @@ def build_design(formula: str | ParsedFormula, data: Any, *, weights=None, offse
         y = yv[:, 0]
     else:
         col = sub[pf.response]
+        if not residual and pd.api.types.is_bool_dtype(col):
+            col = col.astype(np.float64)  # a binary response for glmer: True is 1
         if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
             raise DataError(f"response column {pf.response!r} must be numeric, it has dtype {col.dtype}")
         y = col.to_numpy(dtype=np.float64)
@@ -366,7 +371,7 @@ def build_design(formula: str | ParsedFormula, data: Any, *, weights=None, offse
             raise FormulaError(f"random-effects term {t} has no columns")
         codes, labels = _grouping(sub, t.factors)
         if not chunk:
-            check_levels(t, len(labels), Zi.shape[1], n)
+            check_levels(t, len(labels), Zi.shape[1], n, residual)
         terms.append(
             TermDesign(
                 name=t.name, factors=t.factors, expr=t.expr, codes=codes, levels=tuple(labels),
