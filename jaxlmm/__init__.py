@@ -6,7 +6,9 @@ Data flow: ``formula`` (lme4 bars) -> ``design`` (X, level codes, per-row column
 ``optimize``/``fit`` (BFGS with exact gradients) -> ``results`` (:class:`LmerResult`).
 Inference on a fit: ``inference`` (exact Hessians, delta method), ``ddf`` (Satterthwaite,
 Kenward–Roger), ``intervals``, ``profile``, ``anova``, ``predict``, ``simulate`` (refits and
-the vmapped parametric bootstrap).
+the vmapped parametric bootstrap). Generalized linear mixed models: ``family`` -> ``pirls``
+(conditional modes, Laplace / adaptive Gauss-Hermite objective on the same blocked Cholesky) ->
+``glmer`` -> ``glmer_result`` (:class:`GlmerResult`).
 """
 
 def _map_source_kernels() -> None:
@@ -33,6 +35,7 @@ _map_source_kernels()
 from .errors import (  # noqa: E402
     ArgumentError,
     DataError,
+    FitError,
     FitWarning,
     FormulaError,
     InferenceWarning,
@@ -44,6 +47,10 @@ from .anova import anova  # noqa: E402
 from .correlation import AR1, CompoundSymmetry, Exponential, Toeplitz, Unstructured  # noqa: E402
 from .gls import gls  # noqa: E402
 from .lmer import lmer  # noqa: E402
+from .family import Family, binomial, family, gamma, poisson  # noqa: E402
+from .glmer import glmer  # noqa: E402
+from .glmer_many import glmer_many  # noqa: E402
+from .glmer_result import GlmerResult  # noqa: E402
 from .many import lmer_many  # noqa: E402
 from .variance import VarExp, VarIdent, VarPower  # noqa: E402
 from .results import LmerResult  # noqa: E402
@@ -54,6 +61,14 @@ __version__ = "0.1.0"
 __all__ = [
     "lmer",
     "lmer_many",
+    "glmer",
+    "glmer_many",
+    "GlmerResult",
+    "Family",
+    "family",
+    "binomial",
+    "poisson",
+    "gamma",
     "gls",
     "anova",
     "AR1",
@@ -70,6 +85,7 @@ __all__ = [
     "FormulaError",
     "DataError",
     "ArgumentError",
+    "FitError",
     "JaxlmmWarning",
     "FitWarning",
     "RankDeficiencyWarning",

@@ -30,14 +30,25 @@ def anova(*fits, names: list[str] | None = None, refit: bool = True) -> pd.DataF
     formulas). ``refit=False`` keeps REML fits as they are (only valid when all share the
     fixed effects).
     """
+    from .glmer_result import GlmerResult
     from .results import LmerResult
 
     if len(fits) < 2:
         raise ArgumentError("anova needs at least two fitted models")
     for k, f in enumerate(fits):
-        if not isinstance(f, LmerResult):
-            raise ArgumentError(f"argument {k + 1} is a {type(f).__name__}, not a fitted model (LmerResult)")
+        if not isinstance(f, (LmerResult, GlmerResult)):
+            raise ArgumentError(
+                f"argument {k + 1} is a {type(f).__name__}, not a fitted model (LmerResult or GlmerResult)")
         f._rows_only("anova")
+    kinds = {isinstance(f, GlmerResult) for f in fits}
+    if len(kinds) > 1:
+        raise ArgumentError("anova compares lmer fits with lmer fits and glmer fits with glmer fits, not both")
+    if True in kinds:
+        fams = {(f.family.name, f.family.link.name) for f in fits}
+        if len(fams) > 1:
+            raise ArgumentError(f"glmer fits with different families or links are not nested: {sorted(fams)}")
+        if len({f.nagq for f in fits}) > 1:
+            raise ArgumentError("glmer fits with different nagq have likelihood approximations that do not compare")
     if names is None:
         names = [f"model{k + 1}" for k in range(len(fits))]
     names = [str(n) for n in names]

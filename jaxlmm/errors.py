@@ -24,6 +24,11 @@ class ArgumentError(JaxlmmError):
     """An argument such as ``weights`` or ``offset`` is invalid."""
 
 
+class FitError(JaxlmmError):
+    """The model cannot be fitted from where it starts (e.g. PIRLS finds no conditional modes at
+    the starting values of a GLMM)."""
+
+
 class JaxlmmWarning(UserWarning):
     """Base class of jaxlmm's warnings."""
 

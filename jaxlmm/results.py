@@ -20,8 +20,50 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     return a
 
 
+class FitAccessors:
+    """Accessors shared by :class:`LmerResult` and :class:`jaxlmm.GlmerResult` (fields ``_fixef``,
+    ``_se``, ``_vcov``, ``_ranef_source``, ``objective``, ``optinfo``)."""
+
+    @property
+    def fixef(self) -> pd.Series:
+        """Fixed-effect estimates by coefficient name (R's names)."""
+        return self._fixef.copy()
+
+    @property
+    def se(self) -> pd.Series:
+        """Standard errors of the fixed effects: ``sqrt(diag(vcov))``."""
+        return self._se.copy()
+
+    @property
+    def vcov(self) -> pd.DataFrame:
+        """``Var(beta_hat)`` (p x p): ``sigma^2 (X' V0^{-1} X)^{-1}`` for lmer; for glmer the beta
+        block of ``2 H^{-1}``, ``H`` the Hessian of ``-2 log L`` in ``(theta, beta)``."""
+        return self._vcov.copy()
+
+    @functools.cached_property
+    def _ranef_table(self) -> pd.DataFrame:
+        return self._ranef_source()
+
+    @property
+    def ranef(self) -> pd.DataFrame:
+        """Conditional modes and SDs, as R's ``as.data.frame(ranef(fit, condVar = TRUE))``:
+        columns grpvar, term, grp, condval, condsd (the SDs come from a selected inverse,
+        computed on first access)."""
+        return self._ranef_table.copy()
+
+    @property
+    def loglik(self) -> float:
+        """Log-likelihood at the optimum (the restricted one for REML fits, as R's logLik)."""
+        return -0.5 * self.objective
+
+    @property
+    def converged(self) -> bool:
+        """Whether the fit met its convergence criteria (details in :attr:`diagnostics`)."""
+        return bool(self.optinfo["converged"])
+
+
 @dataclasses.dataclass(frozen=True, repr=False, eq=False)
-class LmerResult:
+class LmerResult(FitAccessors):
     """A linear mixed model fitted by REML or ML.
 
     ``objective`` is lme4's REML criterion or deviance (``-2 log L`` at the optimum);
@@ -58,21 +100,6 @@ class LmerResult:
     _rside: Any = None  # jaxlmm.residual.RSideFit: the fitted residual structure, if any
 
     @property
-    def fixef(self) -> pd.Series:
-        """Fixed-effect estimates by coefficient name (R's names)."""
-        return self._fixef.copy()
-
-    @property
-    def se(self) -> pd.Series:
-        """Standard errors of the fixed effects."""
-        return self._se.copy()
-
-    @property
-    def vcov(self) -> pd.DataFrame:
-        """``Var(beta_hat) = sigma^2 (X' V0^{-1} X)^{-1}`` (p x p)."""
-        return self._vcov.copy()
-
-    @property
     def varcorr(self) -> pd.DataFrame:
         """As R's ``as.data.frame(VarCorr(fit))``: grp, var1, var2, vcov, sdcor; plus ``se``, the
         Wald standard error of ``sdcor`` (delta method from the exact Hessian of the deviance in
@@ -92,28 +119,12 @@ class LmerResult:
         """Response residuals ``y - fitted``."""
         return self._residuals.copy()
 
-    @functools.cached_property
-    def _ranef_table(self) -> pd.DataFrame:
-        return self._ranef_source()
-
-    @property
-    def ranef(self) -> pd.DataFrame:
-        """Conditional modes and SDs, as R's ``as.data.frame(ranef(fit, condVar = TRUE))``:
-        columns grpvar, term, grp, condval, condsd (the SDs come from a selected inverse,
-        computed on first access)."""
-        return self._ranef_table.copy()
-
     @property
     def df(self) -> int:
         """Number of estimated parameters: fixed effects, theta, residual-structure parameters
         and sigma."""
         n_r = self._rside.meta.n_params if self._rside is not None else 0
         return len(self.fixef) + len(self.theta) + n_r + 1
-
-    @property
-    def loglik(self) -> float:
-        """Log-likelihood at the optimum (the restricted one for REML fits, as R's logLik)."""
-        return -0.5 * self.objective
 
     @property
     def aic(self) -> float:
@@ -208,11 +219,6 @@ class LmerResult:
     def deviance(self) -> float:
         """``-2 log L`` (equal to ``objective`` for ML fits; the REML criterion for REML fits)."""
         return self.objective
-
-    @property
-    def converged(self) -> bool:
-        """Whether the optimiser met its convergence criterion (details in :attr:`diagnostics`)."""
-        return bool(self.optinfo["converged"])
 
     @property
     def diagnostics(self) -> types.MappingProxyType:

@@ -48,9 +48,8 @@ def simulate(fit, n: int = 1, seed=None, re: bool = True) -> pd.DataFrame:
     return pd.DataFrame(Y, index=fit._model.design.row_index, columns=cols)
 
 
-def refit(fit, y):
-    from .lmer import fit_model
-
+def response_vector(fit, y) -> np.ndarray:
+    """A new response for ``fit.refit``: one finite value per row used, as float64 ``(nobs,)``."""
     y = np.asarray(y.to_numpy() if isinstance(y, (pd.Series, pd.DataFrame)) else y, dtype=np.float64)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
@@ -58,7 +57,13 @@ def refit(fit, y):
         raise ArgumentError(f"y must have one value per row used in the fit ({fit.nobs}), got shape {y.shape}")
     if not np.all(np.isfinite(y)):
         raise DataError("y has missing or infinite values; refit needs a complete response")
-    model = model_with_response(fit._model, y)
+    return y
+
+
+def refit(fit, y):
+    from .lmer import fit_model
+
+    model = model_with_response(fit._model, response_vector(fit, y))
     return fit_model(model, reml=fit.reml, stacklevel=4)
 
 

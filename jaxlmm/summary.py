@@ -38,7 +38,7 @@ def _abbrev(name: str, n: int = 6) -> str:
 
 def _residual_structure(fit: "LmerResult") -> list[str]:
     """nlme's lines for the correlation structure and variance function (estimates only)."""
-    r = fit._rside
+    r = getattr(fit, "_rside", None)
     if r is None:
         return []
     out = []
@@ -55,7 +55,13 @@ def _residual_structure(fit: "LmerResult") -> list[str]:
 def format_summary(fit: "LmerResult") -> str:
     lines = []
     kind = "Linear mixed model" if fit.ngroups else "Generalized least squares"
-    if fit.reml:
+    glmm = hasattr(fit, "family")  # a GlmerResult
+    if glmm:
+        how = ("Laplace Approximation" if fit.nagq == 1
+               else f"Adaptive Gauss-Hermite Quadrature, nAGQ = {fit.nagq}")
+        lines.append(f"Generalized linear mixed model fit by maximum likelihood ({how}) ['GlmerResult']")
+        lines.append(f" Family: {fit.family.name}  ( {fit.family.link.name} )")
+    elif fit.reml:
         lines.append(f"{kind} fit by REML ['LmerResult']")
     else:
         lines.append(f"{kind} fit by maximum likelihood  ['LmerResult']")
@@ -101,7 +107,13 @@ def format_summary(fit: "LmerResult") -> str:
     est, se = fit.fixef.to_numpy(), fit.se.to_numpy()
     names = list(fit.fixef.index)
     rows = [[n, f"{e:.4g}", f"{s:.4g}", f"{e / s:.3f}" if s > 0 else "NA"] for n, e, s in zip(names, est, se)]
-    lines.extend(_table(rows, ["", "Estimate", "Std. Error", "t value"], align_left=1))
+    if glmm:  # Wald z tests
+        ct = fit.coef_table()
+        for r, pv in zip(rows, ct["p"]):
+            r.append(f"{pv:.3g}" if np.isfinite(pv) else "NA")
+        lines.extend(_table(rows, ["", "Estimate", "Std. Error", "z value", "Pr(>|z|)"], align_left=1))
+    else:
+        lines.extend(_table(rows, ["", "Estimate", "Std. Error", "t value"], align_left=1))
     if len(names) > 1:
         lines.append("")
         lines.append("Correlation of Fixed Effects:")

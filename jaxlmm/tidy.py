@@ -25,9 +25,11 @@ EFFECTS = ("fixed", "ran_pars")
 
 def _fixed(fit: "LmerResult", ddf: str | None) -> pd.DataFrame:
     t = fit.coef_table(ddf)
+    stat = t["t"] if "t" in t.columns else t["z"]  # z tests (glmer) have no df
+    df = t["df"].to_numpy() if "df" in t.columns else np.full(len(t), np.inf)
     return pd.DataFrame({
         "effect": "fixed", "group": None, "term": list(t.index), "estimate": t["estimate"].to_numpy(),
-        "std.error": t["std_error"].to_numpy(), "statistic": t["t"].to_numpy(), "df": t["df"].to_numpy(),
+        "std.error": t["std_error"].to_numpy(), "statistic": stat.to_numpy(), "df": df,
         "p.value": t["p"].to_numpy(),
     })
 
@@ -63,8 +65,10 @@ def tidy(fit: "LmerResult", effects=EFFECTS, ddf: str | None = "satterthwaite", 
         raise ArgumentError(f"effects must be among {list(EFFECTS)}, got {list(effects)!r}")
     if not 0 < conf_level < 1:
         raise ArgumentError(f"conf_level must be between 0 and 1, got {conf_level!r}")
-    if fit._rside is not None and ddf not in ("residual", None):
+    if getattr(fit, "_rside", None) is not None and ddf not in ("residual", None):
         ddf = "residual"  # Satterthwaite is not yet available with a residual structure
+    if hasattr(fit, "family"):
+        ddf = None  # glmer: Wald z tests
     parts = []
     if "fixed" in effects:
         parts.append(_fixed(fit, ddf))

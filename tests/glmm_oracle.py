@@ -32,7 +32,30 @@ FAMILIES = {
     "binomial": (special.expit, lambda e: special.expit(e) * (1 - special.expit(e)), lambda m: m * (1 - m),
                  binomial_nll),
     "poisson": (np.exp, np.exp, lambda m: m, poisson_nll),
+    # a non-canonical link: Fisher weights in the mode iteration and in the log-determinant (lme4)
+    "binomial_probit": (special.ndtr, lambda e: np.exp(-0.5 * e * e) / np.sqrt(2 * np.pi), lambda m: m * (1 - m),
+                        binomial_nll),
 }
+
+
+def dense_A(terms, theta):
+    """``Z Lambda (n, q)`` from ``terms = [(codes (n,), columns (n, p_i)), ...]`` and theta in
+    lme4's order (lower-triangular templates, column-major)."""
+    blocks, k = [], 0
+    for codes, cols in terms:
+        p = cols.shape[1]
+        T = np.zeros((p, p))
+        rows, cs = np.tril_indices(p)
+        order = np.lexsort((rows, cs))  # column-major lower triangle
+        size = p * (p + 1) // 2
+        T[rows[order], cs[order]] = theta[k : k + size]
+        k += size
+        L = int(codes.max()) + 1
+        A = np.zeros((len(codes), L * p))
+        for a in range(p):
+            A[np.arange(len(codes)), codes * p + a] = cols @ T[:, a]
+        blocks.append(A)
+    return np.hstack(blocks)
 
 
 def conditional_mode(A, X, beta, y, w, offset, family, tol=1e-12, max_iter=200):
