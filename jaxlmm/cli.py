@@ -59,7 +59,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Fit linear mixed models written in lme4 formula syntax.",
+        description="Fit linear (and, with --family, generalized linear) mixed models written in lme4 "
+                    "formula syntax.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -97,6 +98,12 @@ def _build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--device", choices=("cpu", "gpu"), help="JAX platform to fit on (default: JAX's choice)")
     fit.add_argument("--max-iter", type=int, default=1000, metavar="N",
                      help="optimiser iteration limit (default 1000)")
+    fit.add_argument("--family", metavar="NAME",
+                     help="fit a generalized linear mixed model (glmer) of this family: binomial, poisson, gamma "
+                          "(default for --example cbpp: binomial)")
+    fit.add_argument("--link", metavar="LINK", help="link function of --family (default: the canonical one)")
+    fit.add_argument("--nagq", type=int, default=1, metavar="K",
+                     help="adaptive Gauss-Hermite nodes for --family (default 1: Laplace)")
     fit.set_defaults(handler=_cmd_fit, subparser=fit)
 
     ds = sub.add_parser(
@@ -151,6 +158,8 @@ def _cmd_fit(ns: argparse.Namespace) -> int:
             sub.error("with --example, give at most one positional argument (FORMULA)")
         data = datasets.load(ns.example)  # DataError (exit 2) for an unknown name
         formula = args[0] if args else datasets.EXAMPLES[ns.example.strip().lower()]
+        if ns.family is None and not args:
+            ns.family = datasets.EXAMPLE_FAMILIES.get(ns.example.strip().lower())
     else:
         if len(args) != 2:
             sub.error(
@@ -166,9 +175,18 @@ def _cmd_fit(ns: argparse.Namespace) -> int:
     import jaxlmm
 
     kwargs = {} if ns.max_iter == 1000 else {"max_iter": ns.max_iter}
+    glmm = ns.family is not None
+    if not glmm and (ns.link is not None or ns.nagq != 1):
+        raise _UsageError("--link and --nagq need --family (a generalized linear mixed model)")
+    if glmm and (ns.ml or ns.ddf not in (None, "none")):
+        raise _UsageError("--family fits by maximum likelihood with z tests: leave out --ml and --ddf")
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
-        fit = jaxlmm.lmer(formula, data, reml=not ns.ml, weights=ns.weights, offset=ns.offset, **kwargs)
+        if glmm:
+            fit = jaxlmm.glmer(formula, data, ns.family, link=ns.link, nagq=ns.nagq, weights=ns.weights,
+                               offset=ns.offset, **kwargs)
+        else:
+            fit = jaxlmm.lmer(formula, data, reml=not ns.ml, weights=ns.weights, offset=ns.offset, **kwargs)
         summary = fit.summary()
         ddf = None if ns.ddf in (None, "none") else ns.ddf
         table = fit.coef_table(ddf) if ns.ddf else None
@@ -210,7 +228,8 @@ def _write_json(path: str, fit, ddf: str | None) -> None:
         "singular": bool(fit.singular),
         "warnings": list(fit.optinfo.get("warnings", ())),
         "glance": records(fit.glance())[0],
-        "coefficients": records(fit.tidy(ddf=ddf)),
+        "coefficients": records(fit.tidy() if hasattr(fit, "family") else fit.tidy(ddf=ddf)),
+        "family": [fit.family.name, fit.family.link.name] if hasattr(fit, "family") else None,
         "varcorr": records(fit.varcorr) if fit.ngroups else [],
         "theta": [float(t) for t in fit.theta],
         "n_evals": int(fit.optinfo["n_evals"]),

@@ -6,6 +6,7 @@ Tests marked ``needs_core`` run a real ``jaxlmm.lmer`` fit; the others use a stu
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -409,3 +410,23 @@ def test_console_device_cpu_and_missing_gpu():
 def test_max_iter_must_be_positive(capsys):
     assert cli.main(["fit", "--example", "dyestuff", "--max-iter", "0"]) == 2
     assert "--max-iter must be at least 1" in capsys.readouterr().err
+
+
+@needs_core
+def test_fit_glmer_family_and_json(tmp_path, capsys):
+    out = tmp_path / "cbpp.json"
+    assert cli.main(["fit", "--example", "cbpp", "--output", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "Family: binomial  ( logit )" in text and "Pr(>|z|)" in text
+    js = json.loads(out.read_text())
+    assert js["family"] == ["binomial", "logit"]
+    assert js["glance"]["logLik"] == pytest.approx(-92.026281874509, rel=1e-8)  # lme4, tolPwrss 1e-12
+    assert [c["term"] for c in js["coefficients"]][:4] == ["(Intercept)", "period2", "period3", "period4"]
+
+
+def test_glmer_options_need_family(capsys):
+    assert cli.main(["fit", "--example", "sleepstudy", "--link", "probit"]) == 2
+    assert "--family" in capsys.readouterr().err
+    assert cli.main(["fit", "--example", "cbpp", "--ddf", "satterthwaite"]) == 2
+    assert cli.main(["fit", "--example", "sleepstudy", "--family", "negbin"]) == 2
+    assert "unknown family" in capsys.readouterr().err

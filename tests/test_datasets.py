@@ -16,6 +16,7 @@ SHAPES = {
     "pastes": (60, 4),
     "classroom": (18, 5),
     "orthodont": (108, 5),
+    "cbpp": (56, 5),
 }
 
 GROUPING = {
@@ -26,6 +27,7 @@ GROUPING = {
     "pastes": ["batch", "cask", "sample"],
     "classroom": ["classroom"],
     "orthodont": ["Subject"],
+    "cbpp": ["herd", "period"],
 }
 
 
@@ -60,6 +62,8 @@ def test_grouping_columns_are_strings(name):
         assert all(isinstance(v, str) for v in df[col]), col
     # the response (first column of every example formula) is numeric
     response = datasets.EXAMPLES[name].split("~")[0].strip()
+    if response.startswith("cbind("):  # a binomial response: successes and trials
+        response = "incidence"
     assert pd.api.types.is_numeric_dtype(df[response])
 
 
@@ -148,3 +152,10 @@ def test_orthodont_levels_follow_r():
     assert list(df["Sex"].cat.categories) == ["Male", "Female"]
     assert sorted(df["occasion"].unique()) == [1, 2, 3, 4]
     assert df.groupby("Subject").size().eq(4).all()
+
+
+def test_cbpp_is_a_binomial_example():
+    df = datasets.load("cbpp")
+    assert datasets.EXAMPLE_FAMILIES == {"cbpp": "binomial"}
+    assert list(df["herd"].cat.categories) == [str(k) for k in range(1, 16)]
+    assert (df["prop"] - df["incidence"] / df["size"]).abs().max() < 1e-12

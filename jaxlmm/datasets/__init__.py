@@ -4,7 +4,7 @@
 and ``EXAMPLES[name]`` gives the canonical lme4 formula for each data set. Grouping
 columns are read as strings (e.g. sleepstudy's ``Subject`` is ``"308"``, not ``308``).
 
-The first five are copies of data sets distributed with the R package lme4
+The first six are copies of data sets distributed with the R package lme4
 (Bates, Maechler, Bolker & Walker, 2015); see lme4's help pages for the original
 sources (Davies & Goldsmith, 1972, for dyestuff, penicillin and pastes; Box & Tiao,
 1973, for dyestuff2; Belenky et al., 2003, for sleepstudy):
@@ -28,6 +28,13 @@ sources (Davies & Goldsmith, 1972, for dyestuff, penicillin and pastes; Box & Ti
     Strength of a chemical paste: 10 delivery batches, 3 casks per batch, 2 assays
     per cask; casks are nested in batches (``sample`` is the batch:cask label).
     Model: ``strength ~ 1 + (1 | batch/cask)``.
+
+``cbpp`` (56 x 5: ``herd``, ``incidence``, ``size``, ``period``, ``prop``)
+    Contagious bovine pleuropneumonia: new serological cases (``incidence``) among ``size``
+    zebu cattle of 15 herds in Ethiopia, in 4 periods (Lesnoff et al., 2004); ``prop`` is
+    ``incidence / size``. ``herd`` and ``period`` are Categoricals in R's order. A binomial
+    GLMM: ``jaxlmm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)", cbpp,
+    "binomial")`` (``EXAMPLE_FAMILIES["cbpp"]``).
 
 One from the R package nlme (Pinheiro & Bates, 2000; Potthoff & Roy, 1964):
 
@@ -55,7 +62,7 @@ import pandas as pd
 
 from jaxlmm.errors import DataError
 
-__all__ = ["EXAMPLES", "load", "names"]
+__all__ = ["EXAMPLES", "EXAMPLE_FAMILIES", "load", "names"]
 
 #: Canonical lme4 formula for each bundled data set.
 EXAMPLES: dict[str, str] = {
@@ -66,7 +73,11 @@ EXAMPLES: dict[str, str] = {
     "pastes": "strength ~ 1 + (1 | batch/cask)",
     "classroom": "score ~ noise + gender + (1 | classroom)",
     "orthodont": "distance ~ age + Sex + (1 | Subject)",
+    "cbpp": "cbind(incidence, size - incidence) ~ period + (1 | herd)",
 }
+
+#: The family of the data sets whose example is a generalized linear mixed model (``glmer``).
+EXAMPLE_FAMILIES: dict[str, str] = {"cbpp": "binomial"}
 
 # name -> (file name, columns read as strings)
 _FILES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -77,11 +88,13 @@ _FILES: dict[str, tuple[str, tuple[str, ...]]] = {
     "pastes": ("pastes.csv", ("batch", "cask", "sample")),
     "classroom": ("classroom.csv", ("student", "classroom", "gender")),
     "orthodont": ("orthodont.csv", ("Subject", "Sex")),
+    "cbpp": ("cbpp.csv", ("herd", "period")),
 }
 
 # name -> {column: level order} for factors whose order is not alphabetical in R
 _LEVELS: dict[str, dict[str, list[str]]] = {
     "orthodont": {"Sex": ["Male", "Female"]},
+    "cbpp": {"herd": [str(k) for k in range(1, 16)], "period": ["1", "2", "3", "4"]},
 }
 
 
