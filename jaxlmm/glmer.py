@@ -96,7 +96,8 @@ def fit_core(x0, G, nagq: int, max_iter, glm_beta, snap_tol):
     """BFGS over ``x = (theta, beta[, log phi])`` from ``x0`` (its ``beta`` and ``log phi``
     replaced by the GLM fit's when ``glm_beta``), then the value and gradient at the ``2d + 1``
     points of :func:`_hessian_points` in the same loop, with the modes and linear predictor at
-    the first (see :func:`jaxlmm.optimize.minimize_bfgs`). ``max_iter``, ``glm_beta`` and
+    the first (see :func:`jaxlmm.optimize.minimize_bfgs`). PIRLS starts from the modes of the
+    previous evaluation. ``max_iter``, ``glm_beta`` and
     ``snap_tol`` are traced."""
     k, p = G.n_theta, G.p
     beta0, phi0 = pirls.glm_coefficients(G)
@@ -108,7 +109,7 @@ def fit_core(x0, G, nagq: int, max_iter, glm_beta, snap_tol):
     diag_mask = np.concatenate([diagonal_mask(G.specs), np.zeros(d - k, bool)])
     return minimize_bfgs(pirls.objective_aux, x0, G, nagq, gtol=1e-6, max_iter=max_iter,
                          extra_points=lambda x: _hessian_points(x, diag_mask, snap_tol),
-                         n_extra=2 * d + 1, has_aux=True)
+                         n_extra=2 * d + 1, has_aux=True, feed_aux=True)
 
 
 _fit_program = jax.jit(fit_core, static_argnames=("nagq",))

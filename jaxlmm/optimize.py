@@ -12,7 +12,9 @@ With ``extra_points`` (a function of the final ``x`` giving ``n_extra`` points `
 the same loop goes on, after the search has stopped, to evaluate the value and gradient at those
 points (for a Hessian by differences of the gradient): one instance of the objective in the
 compiled program serves both. ``has_aux``: ``fun`` returns ``(value, aux)``; the ``aux`` of the
-first extra point is returned.
+first extra point is returned. ``feed_aux`` (with ``has_aux``): ``fun(x, aux_prev, *args)`` also
+receives the ``aux`` of the previous evaluation (zeros at the first), e.g. a warm start for an
+inner iteration; it is not differentiated.
 
 Stops with ``status`` 0 when ``max|g| <= gtol``; 1 when no decrease beyond rounding
 (``1e-14`` relative) is possible any more; 3 when the decrease per iteration falls below
@@ -77,20 +79,24 @@ def minimize_bfgs(
     extra_points: Callable | None = None,
     n_extra: int = 0,
     has_aux: bool = False,
+    feed_aux: bool = False,
 ) -> BFGSResult:
     """Minimize ``fun(x, *args)`` from ``x0`` (see module docstring)."""
     vg_raw = jax.value_and_grad(fun, has_aux=has_aux)
     if has_aux:
-        aux_shape = jax.eval_shape(lambda x: fun(x, *args)[1], x0)
+        if feed_aux:
+            aux_shape = jax.eval_shape(lambda x: fun(x, None, *args)[1], x0)
+        else:
+            aux_shape = jax.eval_shape(lambda x: fun(x, *args)[1], x0)
         aux0 = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), aux_shape)
 
-        def vg(x, *a):
-            (f, aux), g = vg_raw(x, *a)
+        def vg(x, prev, *a):
+            (f, aux), g = vg_raw(x, prev, *a) if feed_aux else vg_raw(x, *a)
             return f, g, aux
     else:
         aux0 = None
 
-        def vg(x, *a):
+        def vg(x, prev, *a):
             f, g = vg_raw(x, *a)
             return f, g, None
     dtype = x0.dtype
@@ -104,19 +110,19 @@ def minimize_bfgs(
     )
 
     m = int(n_extra) if extra_points is not None else 0
-    extra0 = (jnp.asarray(0), jnp.zeros((m,), dtype), jnp.zeros((m, n), dtype), aux0)
+    extra0 = (jnp.asarray(0), jnp.zeros((m,), dtype), jnp.zeros((m, n), dtype), aux0, aux0)
 
     def cond(c):
-        s, (j, _, _, _) = c
+        s, (j, _, _, _, _) = c
         return (s.status < 0) | (j < m)
 
     def body(c):
-        s, (j, ef, eg, aux_keep) = c
+        s, (j, ef, eg, aux_keep, aux_last) = c
         searching = s.status < 0
         xt = s.x + s.t * s.d
         if m:
             xt = jnp.where(searching, xt, extra_points(s.x)[jnp.minimum(j, m - 1)])
-        ft, gt, aux = vg(xt, *args)
+        ft, gt, aux = vg(xt, aux_last, *args)
         if m:
             store = ~searching
             ef = jnp.where(store, ef.at[j].set(ft), ef)
@@ -128,7 +134,7 @@ def minimize_bfgs(
         s_new = _search_step(s, xt, ft, gt)
         if m:
             s_new = jax.tree_util.tree_map(lambda a, b: jnp.where(searching, a, b), s_new, s)
-        return s_new, (j, ef, eg, aux_keep)
+        return s_new, (j, ef, eg, aux_keep, aux)
 
     def _search_step(s: _State, xt, ft, gt):
         nfev = s.nfev + 1
@@ -177,7 +183,7 @@ def minimize_bfgs(
         pick = lambda a, b, c: jnp.where(s.first, a, jnp.where(ok, b, c))  # noqa: E731
         return jax.tree_util.tree_map(pick, s_first, s_acc, s_rej)
 
-    s, (_, ef, eg, aux) = lax.while_loop(cond, body, (init, extra0))
+    s, (_, ef, eg, aux, _) = lax.while_loop(cond, body, (init, extra0))
     if not m:
         return BFGSResult(s.x, s.f, s.g, s.k, s.nfev, s.status)
     return BFGSResult(s.x, s.f, s.g, s.k, s.nfev, s.status, ef, eg, aux)

@@ -319,12 +319,13 @@ def pirls(theta, beta, phi, G: GlmmArrays, u0=None, max_iter: int | None = None)
     return u, f, it, converged
 
 
-def modes(theta, beta, phi, G: GlmmArrays, n_newton: int = N_NEWTON, max_iter: int | None = None):
+def modes(theta, beta, phi, G: GlmmArrays, n_newton: int = N_NEWTON, max_iter: int | None = None, u0=None):
     """The conditional modes as a differentiable function of ``(theta, beta, phi)``: PIRLS without
-    derivatives, then ``n_newton`` Newton steps (see module docstring). Returns
-    ``(u, n_iter, converged)``."""
+    derivatives (from ``u0``, default zero), then ``n_newton`` Newton steps (see module
+    docstring). Returns ``(u, n_iter, converged)``."""
     sg = lax.stop_gradient
-    u, _, it, ok = pirls(sg(theta), sg(beta), sg(phi), G, max_iter=max_iter)
+    u0 = None if u0 is None else [sg(v) for v in u0]
+    u, _, it, ok = pirls(sg(theta), sg(beta), sg(phi), G, u0=u0, max_iter=max_iter)
     u = [sg(v) for v in u]
     for _ in range(n_newton):
         u = _step(u, theta, beta, phi, G, observed=True)
@@ -396,10 +397,17 @@ def objective(x, G: GlmmArrays, nagq: int = 1, n_newton: int = 1):
     return jnp.where(ok & jnp.isfinite(f), f, jnp.inf)
 
 
-def objective_aux(x, G: GlmmArrays, nagq: int = 1):
-    """:func:`objective` with ``(u, eta, PIRLS iterations, PIRLS converged)`` as aux output."""
+def objective_aux(x, prev, G: GlmmArrays, nagq: int = 1):
+    """:func:`objective` with ``(u, eta, PIRLS iterations, PIRLS converged)`` as aux output.
+    ``prev``: the aux of an earlier evaluation (or None); PIRLS starts from its modes when it
+    converged there and they are finite, else from zero."""
     theta, beta, phi = unpack(x, G)
-    u, it, ok = modes(theta, beta, phi, G, n_newton=1)
+    u0 = None
+    if prev is not None:
+        pu, _, _, pok = prev
+        good = pok & jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in pu]))
+        u0 = [jnp.where(good, v, 0.0) for v in pu]
+    u, it, ok = modes(theta, beta, phi, G, n_newton=1, u0=u0)
     if nagq == 1:
         f = laplace_at(u, theta, beta, phi, G)
     else:
