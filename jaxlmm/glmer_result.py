@@ -179,13 +179,25 @@ class GlmerResult(FitAccessors):
         return pd.DataFrame({"estimate": est, "std_error": se, "z": z, "p": 2.0 * stats.norm.sf(np.abs(z))},
                             index=self._fixef.index)
 
-    def confint(self, level: float = 0.95) -> pd.DataFrame:
-        """Wald intervals of the fixed effects: ``beta +- z_{(1+level)/2} se``."""
-        if not 0.0 < level < 1.0:
+    def confint(self, method: str = "wald", level: float = 0.95, parm=None) -> pd.DataFrame:
+        """Wald intervals of the fixed effects, ``beta +- z_{(1+level)/2} se`` (columns ``lower``,
+        ``upper``; as :meth:`jaxlmm.LmerResult.confint`). ``parm``: names to keep. Profile and
+        bootstrap intervals are not available for glmer fits yet (``bootstrap()`` gives the
+        replicates)."""
+        if method != "wald":
+            raise ArgumentError(f"confint(method={method!r}) is not available for glmer fits; use method='wald'")
+        if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0.0 < level < 1.0:
             raise ArgumentError(f"level must be in (0, 1), got {level!r}")
         q = stats.norm.ppf(0.5 + level / 2.0)
         est, se = self._fixef, self._se
-        return pd.DataFrame({"lower": est - q * se, "upper": est + q * se})
+        out = pd.DataFrame({"lower": est - q * se, "upper": est + q * se})
+        if parm is not None:
+            names = [parm] if isinstance(parm, str) else list(parm)
+            bad = [p for p in names if p not in out.index]
+            if bad:
+                raise ArgumentError(f"unknown parameter {bad[0]!r}; choose from {list(out.index)}")
+            out = out.loc[names]
+        return out
 
     # --- prediction, simulation, refits ---------------------------------------------------
 

@@ -411,3 +411,15 @@ def test_tidy_and_glance(laplace):
     g = laplace.glance().iloc[0]
     assert g["logLik"] == pytest.approx(laplace.loglik) and g["AIC"] == pytest.approx(laplace.aic)
     assert g["df.residual"] == 51 and g["sigma"] == 1.0
+
+
+def test_wald_confint(laplace):
+    ci = laplace.confint()
+    np.testing.assert_allclose(ci["upper"] - laplace.fixef, 1.959963984540054 * laplace.se, rtol=1e-12)
+    assert list(laplace.confint(parm="period2").index) == ["period2"]
+    with pytest.raises(jaxlmm.ArgumentError, match="not available for glmer"):
+        laplace.confint("profile")
+    with pytest.raises(jaxlmm.ArgumentError, match="unknown parameter"):
+        laplace.confint(parm="period9")
+    with pytest.raises(jaxlmm.ArgumentError, match="level"):
+        laplace.confint(level=95)
