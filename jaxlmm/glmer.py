@@ -80,8 +80,8 @@ class GlmmModel:
 
 
 def fd_step(x):
-    """Step of the central differences of the gradient: ``1e-4 (1 + |x_i|)``."""
-    return 1e-4 * (1.0 + jnp.abs(x))
+    """Step of the central differences of the gradient: ``1e-4 (1 + |x_i|)`` (numpy or jax)."""
+    return 1e-4 * (1.0 + abs(x))
 
 
 def _hessian_points(x, diag_mask, snap_tol):
@@ -134,7 +134,7 @@ def hessian(model: "GlmmModel", x: np.ndarray) -> np.ndarray:
     exact gradient (a separate program; fits get theirs from :func:`fit_core`)."""
     with float64():
         x = np.asarray(x, dtype=np.float64)
-        h = np.asarray(fd_step(jnp.asarray(x)))
+        h = fd_step(x)
         E = np.diag(h)
         _, g = _values_grads(jnp.asarray(np.vstack([x + E, x - E])), model.arrays(), model.nagq)
         return hessian_from_gradients(np.asarray(g), h)
@@ -145,7 +145,7 @@ def _factor_at(theta, eta, phi, G):
     """The blocked factor of ``Lambda' Z' W Z Lambda + I`` at the linear predictor ``eta``."""
     _, W = pirls.score_weights(eta, G, phi)
     diag, off = pirls.weighted_blocks(W, jnp.zeros_like(W), G, theta)
-    d, o = pirls._scaled(theta, diag, off, G)
+    d, o = pirls.scale_blocks(theta, G.specs, diag, off)
     return pirls.blocked_cholesky(G.structure, d, o)
 
 
@@ -330,7 +330,7 @@ def optimise(model: GlmmModel, x0: np.ndarray, glm_beta: bool = False, max_iter:
                 n_evals += int(r.nfev)
                 small = np.zeros_like(small)
         n_evals += 2 * len(x) + 1
-        h = np.asarray(fd_step(jnp.asarray(x)))
+        h = fd_step(x)
         H = hessian_from_gradients(np.asarray(r.extra_g[1:]), h)
         u, eta, it, ok = r.aux
         u, eta, it, ok = [np.asarray(v) for v in u], np.asarray(eta), int(it), bool(ok)

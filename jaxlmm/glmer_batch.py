@@ -71,7 +71,7 @@ def fit_responses(model, Y: np.ndarray, x0: np.ndarray, *, glm_beta: bool = Fals
                                                          jnp.asarray(max_iter), jnp.asarray(glm_beta))]
                 xs, grad, eg = res[0].copy(), res[2].copy(), res[5]
                 for r in range(nb):
-                    h = np.asarray(fd_step(jnp.asarray(xs[r])))
+                    h = fd_step(xs[r])
                     H = hessian_from_gradients(eg[r, 1:], h)
                     theta, sign = rectify(xs[r, :k], model.specs)
                     xs[r, :k] = theta

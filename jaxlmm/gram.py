@@ -48,6 +48,21 @@ def level_pairs(codes_i: np.ndarray, codes_j: np.ndarray, nlevels_i: int):
     return (uniq % nlevels_i, uniq // nlevels_i), inv
 
 
+def stage_pattern(codes: list[np.ndarray], nlevels: tuple[int, ...]) -> tuple[dict, dict]:
+    """The level pattern of every off-diagonal block of the stages (terms with ``codes`` and
+    ``nlevels``, then one single-level last stage), and each row's level-pair index
+    ``pair_ids["i,j"] (n,)`` for every pair of terms ``i > j``."""
+    k = len(nlevels)
+    pattern, pair_ids = {}, {}
+    for i in range(k + 1):
+        for j in range(i):
+            if i == k:  # the single-level last stage meets every level of term j
+                pattern[(i, j)] = (np.zeros(nlevels[j], dtype=np.int64), np.arange(nlevels[j]))
+            else:
+                pattern[(i, j)], pair_ids[key_name(i, j)] = level_pairs(codes[i], codes[j], nlevels[i])
+    return pattern, pair_ids
+
+
 def gram_blocks(design: Design) -> Gram:
     """Compute the blocked Gram matrix of the design (see module docstring)."""
     w = design.weights
@@ -60,18 +75,14 @@ def gram_blocks(design: Design) -> Gram:
     codes = [t.codes.astype(np.int64) for t in terms] + [zero]
     cols = [t.columns for t in terms] + [XY]
     diag = [_weighted_cross(codes[i], nlevels[i], cols[i], cols[i], w) for i in range(K)]
-    off, pattern = {}, {}
-    for i in range(K):
-        for j in range(i):
-            if i == K - 1:
-                r = np.zeros(nlevels[j], dtype=np.int64)
-                c = np.arange(nlevels[j])
-                vals = np.swapaxes(_weighted_cross(codes[j], nlevels[j], cols[j], cols[i], w), 1, 2)
-            else:
-                (r, c), inv = level_pairs(codes[i], codes[j], nlevels[i])
-                vals = _weighted_cross(inv, len(r), cols[i], cols[j], w)
-            pattern[(i, j)] = (r, c)
-            off[key_name(i, j)] = vals
+    pattern, pair_ids = stage_pattern(codes[:-1], nlevels[:-1])
+    off = {}
+    for (i, j), (r, _) in pattern.items():
+        if i == K - 1:
+            vals = np.swapaxes(_weighted_cross(codes[j], nlevels[j], cols[j], cols[i], w), 1, 2)
+        else:
+            vals = _weighted_cross(pair_ids[key_name(i, j)], len(r), cols[i], cols[j], w)
+        off[key_name(i, j)] = vals
     return Gram(nlevels=nlevels, widths=widths, diag=diag, off=off, pattern=pattern)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .design import Design
-from .gram import Gram, level_pairs
+from .gram import Gram, stage_pattern
 from .kernels.structure import key_name
 from .precision import float64
 
@@ -31,13 +31,18 @@ AXIS = "rows"
 SHARD_MIN_ROWS = 100_000
 
 
+def segment_cross(a, b, w, seg, nseg: int):
+    """``sum_{r: seg_r = s} w_r a_r b_r'`` for every segment ``s``: ``(nseg, p_a, p_b)`` (in JAX)."""
+    prod = (w[:, None, None] * a[:, :, None]) * b[:, None, :]
+    return jax.ops.segment_sum(prod, seg, num_segments=nseg)
+
+
 def _local_sums(codes, cols, pair_ids, w, *, nlevels, npairs, pair_keys):
     """Per-device partial blocks of the rows it holds, then summed over the mesh."""
     K = len(nlevels)
 
     def cross(a, b, seg, nseg):
-        prod = (w[:, None, None] * a[:, :, None]) * b[:, None, :]
-        return jax.ops.segment_sum(prod, seg, num_segments=nseg)
+        return segment_cross(a, b, w, seg, nseg)
 
     diag = [cross(cols[i], cols[i], codes[i], nlevels[i]) for i in range(K - 1)]
     xy = cols[K - 1]
@@ -64,16 +69,10 @@ def gram_blocks_sharded(design: Design, devices: Sequence[jax.Device] | None = N
     codes = [t.codes.astype(np.int32) for t in terms]
     cols = [np.asarray(t.columns, dtype=np.float64) for t in terms] + [XY]
 
-    pattern, pair_ids, npairs, pair_keys = {}, {}, {}, []
-    for i in range(K):
-        for j in range(i):
-            pair_keys.append((i, j))
-            if i == K - 1:
-                pattern[(i, j)] = (np.zeros(nlevels[j], dtype=np.int64), np.arange(nlevels[j]))
-            else:
-                pattern[(i, j)], inv = level_pairs(codes[i], codes[j], nlevels[i])
-                pair_ids[key_name(i, j)] = inv.astype(np.int32)
-                npairs[key_name(i, j)] = len(pattern[(i, j)][0])
+    pattern, pair_ids = stage_pattern(codes, nlevels[:-1])
+    pair_ids = {name: inv.astype(np.int32) for name, inv in pair_ids.items()}
+    pair_keys = list(pattern)
+    npairs = {key_name(i, j): len(pattern[(i, j)][0]) for (i, j) in pair_keys if i < K - 1}
 
     n = design.n
     pad = (-n) % nd

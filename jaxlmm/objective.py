@@ -21,7 +21,6 @@ from .covariance import TemplateSpec, templates
 from .gram import Gram
 from .kernels import BlockStructure, analyze, blocked_cholesky
 from .kernels.cholesky import BlockedFactor, blocked_log_diagonal
-from .kernels.structure import key_name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,26 +81,27 @@ def _default_host_lapack(m_tail: int) -> bool:
 
 def scaled_blocks(theta, M: ModelArrays):
     """Blocks of ``Lambda' A Lambda + I`` (random-effects stages) and of the X/y stage."""
-    Ts = templates(theta, M.specs)
-    k = M.n_terms
-    K = k + 1
-    diag = []
+    return scale_blocks(theta, M.specs, M.diag, M.off)
+
+
+def scale_blocks(theta, specs: tuple[TemplateSpec, ...], diag: list, off: dict):
+    """``Lambda' (.) Lambda + I`` on the random-effects stages of blocks ``diag``/``off`` (terms,
+    then one last stage left unscaled): the system of :func:`scaled_blocks` for any weights."""
+    Ts = templates(theta, specs)
+    k = len(specs)
+    out_diag = []
     for i in range(k):
         T = Ts[i]
-        d = jnp.einsum("ba,lbc,cd->lad", T, M.diag[i], T)
-        diag.append(d + jnp.eye(T.shape[0], dtype=d.dtype))
-    diag.append(M.diag[k])
-    off = {}
-    for i in range(K):
-        for j in range(i):
-            name = key_name(i, j)
-            if name not in M.off:
-                continue
-            v = M.off[name]
-            if i < k:
-                v = jnp.einsum("ba,kbc->kac", Ts[i], v)
-            off[name] = jnp.einsum("kac,cd->kad", v, Ts[j])
-    return diag, off
+        d = jnp.einsum("ba,lbc,cd->lad", T, diag[i], T)
+        out_diag.append(d + jnp.eye(T.shape[0], dtype=d.dtype))
+    out_diag.append(diag[k])
+    out_off = {}
+    for name, v in off.items():
+        i, j = map(int, name.split(","))
+        if i < k:
+            v = jnp.einsum("ba,kbc->kac", Ts[i], v)
+        out_off[name] = jnp.einsum("kac,cd->kad", v, Ts[j])
+    return out_diag, out_off
 
 
 def factor(theta, M: ModelArrays) -> BlockedFactor:

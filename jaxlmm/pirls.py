@@ -38,6 +38,9 @@ from .family import family as make_family
 from .kernels import BlockStructure, analyze, blocked_cholesky, solve_lower_transpose
 from .kernels.cholesky import blocked_log_diagonal
 from .kernels.structure import key_name
+from .gram import stage_pattern
+from .gram_shards import segment_cross
+from .objective import scale_blocks
 
 PIRLS_MAX_ITER = 60
 PIRLS_MAX_HALVINGS = 30
@@ -92,35 +95,18 @@ jax.tree_util.register_dataclass(
 )
 
 
-def glmm_pattern(codes: list[np.ndarray], nlevels: tuple[int, ...]):
-    """The level pattern of the blocks (terms, then one single-level last stage) and each row's
-    level-pair index per crossed pair of terms."""
-    from .gram import level_pairs
-
-    k = len(nlevels)
-    pattern, pair_ids = {}, {}
-    for i in range(k + 1):
-        for j in range(i):
-            if i == k:
-                pattern[(i, j)] = (np.zeros(nlevels[j], dtype=np.int64), np.arange(nlevels[j]))
-            else:
-                pattern[(i, j)], inv = level_pairs(codes[i], codes[j], nlevels[i])
-                pair_ids[key_name(i, j)] = inv.astype(np.int32)
-    return pattern, pair_ids
-
-
 def glmm_arrays(codes, cols, X, y, w, offset, specs, fam) -> GlmmArrays:
     """Analyze the pattern once and move the rows to the device (call under x64)."""
     nlevels = tuple(int(c.max()) + 1 if len(c) else 0 for c in codes)
     widths = tuple(c.shape[1] for c in cols)
-    pattern, pair_ids = glmm_pattern(codes, nlevels)
+    pattern, pair_ids = stage_pattern([np.asarray(c, dtype=np.int64) for c in codes], nlevels)
     s = analyze(nlevels + (1,), widths + (1,), pattern)
     s = jax.tree_util.tree_map(jnp.asarray, s)
     return GlmmArrays(
         structure=s,
         codes=tuple(jnp.asarray(c, dtype=jnp.int32) for c in codes),
         cols=tuple(jnp.asarray(c, dtype=jnp.float64) for c in cols),
-        pair_ids={k: jnp.asarray(v) for k, v in pair_ids.items()},
+        pair_ids={k: jnp.asarray(v, dtype=jnp.int32) for k, v in pair_ids.items()},
         X=jnp.asarray(X, dtype=jnp.float64), y=jnp.asarray(y, dtype=jnp.float64),
         w=jnp.asarray(w, dtype=jnp.float64), offset=jnp.asarray(offset, dtype=jnp.float64),
         specs=tuple(specs), nlevels=nlevels,
@@ -179,7 +165,7 @@ def weighted_blocks(W, rhs, G: GlmmArrays, theta):
     npairs = dict(G.npairs)
 
     def cross(a, b, seg, nseg):
-        return jax.ops.segment_sum((W[:, None, None] * a[:, :, None]) * b[:, None, :], seg, num_segments=nseg)
+        return segment_cross(a, b, W, seg, nseg)
 
     diag = [cross(G.cols[i], G.cols[i], G.codes[i], G.nlevels[i]) for i in range(k)]
     off = {}
@@ -197,24 +183,6 @@ def weighted_blocks(W, rhs, G: GlmmArrays, theta):
     return diag, off
 
 
-def _scaled(theta, diag, off, G: GlmmArrays):
-    """``Lambda' (.) Lambda + I`` on the random-effects stages (as :func:`objective.scaled_blocks`)."""
-    Ts = templates(theta, G.specs)
-    k = G.n_terms
-    d = []
-    for i in range(k):
-        T = Ts[i]
-        d.append(jnp.einsum("ba,lbc,cd->lad", T, diag[i], T) + jnp.eye(T.shape[0], dtype=T.dtype))
-    d.append(diag[k])
-    o = {}
-    for name, v in off.items():
-        i, j = map(int, name.split(","))
-        if i < k:
-            v = jnp.einsum("ba,kbc->kac", Ts[i], v)
-        o[name] = jnp.einsum("kac,cd->kad", v, Ts[j])
-    return d, o
-
-
 def _split(s: BlockStructure, x_bd, x_tail, k: int) -> list:
     u = []
     for i in range(k):
@@ -229,7 +197,7 @@ def _split(s: BlockStructure, x_bd, x_tail, k: int) -> list:
 def solve_modes(theta, W, rhs, G: GlmmArrays) -> list:
     """``u = (Lambda' Z' W Z Lambda + I)^{-1} Lambda' Z' rhs`` per term."""
     diag, off = weighted_blocks(W, rhs, G, theta)
-    d, o = _scaled(theta, diag, off, G)
+    d, o = scale_blocks(theta, G.specs, diag, off)
     s = G.structure
     f = blocked_cholesky(s, d, o)
     b_bd = [jnp.zeros((s.nlevels[j], s.widths[j]), W.dtype) for j in range(s.n_bd)]
@@ -241,7 +209,7 @@ def solve_modes(theta, W, rhs, G: GlmmArrays) -> list:
 def log_det(theta, W, G: GlmmArrays):
     """``log det(Lambda' Z' W Z Lambda + I)``."""
     diag, off = weighted_blocks(W, jnp.zeros_like(W), G, theta)
-    d, o = _scaled(theta, diag, off, G)
+    d, o = scale_blocks(theta, G.specs, diag, off)
     bd, lead, _ = blocked_log_diagonal(G.structure, d, o, 1, False)
     return 2.0 * (sum(jnp.sum(b) for b in bd) + lead)
 
@@ -378,36 +346,20 @@ def agq_at(u, theta, beta, phi, G: GlmmArrays, nodes, weights):
     return -2.0 * jnp.sum(total)
 
 
-def objective_parts(x, G: GlmmArrays, nagq: int = 1, n_newton: int = N_NEWTON):
-    """``(-2 log L, PIRLS iterations, PIRLS converged)`` at ``x = (theta, beta[, log phi])``."""
-    theta, beta, phi = unpack(x, G)
-    u, it, ok = modes(theta, beta, phi, G, n_newton=n_newton)
-    if nagq == 1:
-        f = laplace_at(u, theta, beta, phi, G)
-    else:
-        z, wz = np.polynomial.hermite.hermgauss(nagq)
-        f = agq_at(u, theta, beta, phi, G, jnp.asarray(z), jnp.asarray(wz))
-    return f, it, ok
-
-
-def objective(x, G: GlmmArrays, nagq: int = 1, n_newton: int = 1):
-    """The Laplace (``nagq = 1``) or adaptive Gauss-Hermite ``-2 log L``; ``inf`` where PIRLS
-    fails, so that a line search steps back."""
-    f, _, ok = objective_parts(x, G, nagq, n_newton)
-    return jnp.where(ok & jnp.isfinite(f), f, jnp.inf)
-
-
-def objective_aux(x, prev, G: GlmmArrays, nagq: int = 1):
-    """:func:`objective` with ``(u, eta, PIRLS iterations, PIRLS converged)`` as aux output.
-    ``prev``: the aux of an earlier evaluation (or None); PIRLS starts from its modes when it
-    converged there and they are finite, else from zero."""
+def objective_aux(x, prev, G: GlmmArrays, nagq: int = 1, n_newton: int = 1):
+    """The Laplace (``nagq = 1``) or adaptive Gauss-Hermite ``-2 log L`` at
+    ``x = (theta, beta[, log phi])``, ``inf`` where PIRLS fails (so that a line search steps
+    back), with ``(u, eta, PIRLS iterations, PIRLS converged)`` as aux output. ``prev``: the aux
+    of an earlier evaluation (or None); PIRLS starts from its modes when it converged there and
+    they are finite, else from zero. ``n_newton``: differentiable Newton steps (2 for exact
+    second derivatives)."""
     theta, beta, phi = unpack(x, G)
     u0 = None
     if prev is not None:
         pu, _, _, pok = prev
         good = pok & jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in pu]))
         u0 = [jnp.where(good, v, 0.0) for v in pu]
-    u, it, ok = modes(theta, beta, phi, G, n_newton=1, u0=u0)
+    u, it, ok = modes(theta, beta, phi, G, n_newton=n_newton, u0=u0)
     if nagq == 1:
         f = laplace_at(u, theta, beta, phi, G)
     else:
@@ -416,6 +368,11 @@ def objective_aux(x, prev, G: GlmmArrays, nagq: int = 1):
     eta = _fixed_part(beta, G) + random_part(u, theta, G)
     f = jnp.where(ok & jnp.isfinite(f), f, jnp.inf)
     return f, (u, eta, it, ok)
+
+
+def objective(x, G: GlmmArrays, nagq: int = 1, n_newton: int = 1):
+    """:func:`objective_aux` from zero modes, the value only."""
+    return objective_aux(x, None, G, nagq, n_newton)[0]
 
 
 def glm_coefficients(G: GlmmArrays, max_iter: int = 50):
