@@ -55,6 +55,7 @@ from .many import lmer_many  # noqa: E402
 from .variance import VarExp, VarIdent, VarPower  # noqa: E402
 from .results import LmerResult  # noqa: E402
 from .progress import set_progress  # noqa: E402
+from .saving import load  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -81,6 +82,7 @@ __all__ = [
     "VarExp",
     "LmerResult",
     "set_progress",
+    "load",
     "JaxlmmError",
     "FormulaError",
     "DataError",

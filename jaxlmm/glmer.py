@@ -48,6 +48,17 @@ class GlmmModel:
     nagq: int
     _cache: dict = dataclasses.field(default_factory=dict, repr=False)
 
+    def __getstate__(self) -> dict:
+        """Pickled without ``_cache`` (device arrays, rebuilt on first use); see jaxlmm.saving."""
+        from .saving import record_state
+
+        return record_state(self)
+
+    def __setstate__(self, state: dict) -> None:
+        from .saving import restore_record
+
+        restore_record(self, state)
+
     @property
     def n(self) -> int:
         return self.design.n

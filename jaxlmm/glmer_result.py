@@ -266,10 +266,31 @@ class GlmerResult(FitAccessors):
                 f"-2 log L {self.objective:.4f}, nobs={self.nobs}; fixef: {fe}{flag}>")
 
 
+class GlmerRanefSource:
+    """The conditional-modes table of a glmer fit, computed on first use: the modes ``b`` with
+    conditional SDs from ``T S T'``, ``S`` a selected inverse of the blocked factor of
+    ``Lambda' Z' W Z Lambda + I`` at the fitted linear predictor ``eta`` (``theta``, dispersion
+    ``phi``). A module-level callable, so that fits pickle."""
+
+    def __init__(self, model, theta, eta, phi, beta, vcov, b, templates) -> None:
+        self.model, self.theta, self.eta, self.phi = model, theta, eta, phi
+        self.beta, self.vcov, self.b, self.templates = beta, vcov, b, templates
+
+    def __call__(self) -> pd.DataFrame:
+        from .fit import Conditional
+        from .glmer import factor_at
+        from .lmer import _ranef
+
+        factor, structure = factor_at(self.model, self.theta, self.eta, self.phi)
+        cond = Conditional(beta=self.beta, vcov=self.vcov, sigma=1.0, b=self.b, templates=self.templates,
+                           structure=structure, factor=factor)
+        return _ranef(self.model.design, self.b, cond.cond_cov())
+
+
 def make_result(model, o: dict, V: np.ndarray, b: list, info: dict) -> GlmerResult:
     """Assemble a :class:`GlmerResult` from the optimum (see :func:`jaxlmm.glmer.fit_glmm`)."""
     from .covariance import templates_np
-    from .lmer import _ranef, _theta_names, _varcorr
+    from .lmer import _theta_names, _varcorr
 
     design = model.design
     k, p = model.n_theta, model.p
@@ -284,15 +305,7 @@ def make_result(model, o: dict, V: np.ndarray, b: list, info: dict) -> GlmerResu
     else:
         vc.loc[vc["grp"] == "Residual", ["vcov", "sdcor"]] = [phi, np.sqrt(phi)]
     eta = o["eta"]
-
-    def ranef_table() -> pd.DataFrame:
-        """Conditional variances ``T S T'`` from a selected inverse at the modes (on first use)."""
-        from .fit import Conditional
-        from .glmer import factor_at
-
-        factor, structure = factor_at(model, x[:k], eta, phi)
-        cond = Conditional(beta=beta, vcov=V, sigma=1.0, b=b, templates=Ts, structure=structure, factor=factor)
-        return _ranef(design, b, cond.cond_cov())
+    ranef_table = GlmerRanefSource(model, np.array(x[:k]), np.asarray(eta), phi, np.array(beta), V, list(b), Ts)
 
     return GlmerResult(
         formula=design.formula.formula, family=model.family, nagq=model.nagq, objective=float(o["objective"]),

@@ -22,7 +22,7 @@ from .gram_shards import use_shards
 from .model import LmerModel
 from .precision import float64
 from .progress import logger
-from .results import LmerResult, make_mapping
+from .results import LmerResult, RanefSource, make_mapping
 from .residual import structure_columns
 from .start import moment_start
 from .variance import VarianceFunction
@@ -233,7 +233,7 @@ def fit_model(model: LmerModel, *, reml: bool, start: np.ndarray | None = None, 
         theta=_ro(theta),
         theta_names=tuple(_theta_names(design)),
         _varcorr=_varcorr(design, cond.templates, cond.sigma),
-        _ranef_source=lambda: _ranef(design, cond.b, cond.cond_cov()),
+        _ranef_source=RanefSource(design, cond),  # picklable: _ranef(design, cond.b, cond.cond_cov())
         singular=singular,
         _fitted=fitted,
         _residuals=residuals,

@@ -36,6 +36,17 @@ class LmerModel:
     # whole table; ``design`` is then one chunk's, for names, encodings and levels only
     totals: tuple[int, float] | None = None
 
+    def __getstate__(self) -> dict:
+        """Pickled without ``_cache`` (device arrays, rebuilt on first use); see jaxlmm.saving."""
+        from .saving import record_state
+
+        return record_state(self)
+
+    def __setstate__(self, state: dict) -> None:
+        from .saving import restore_record
+
+        restore_record(self, state)
+
     @classmethod
     def from_design(cls, design: Design, correlation=None, variance=None, shard: bool = False) -> "LmerModel":
         """``shard``: sum the Gram blocks over row shards on this process's devices

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ArgumentError
+from .saving import PicklableRecord
 from .summary import format_summary
 
 
@@ -20,9 +21,36 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     return a
 
 
-class FitAccessors:
+class RanefSource:
+    """The conditional-modes table of an lmer fit, computed on first use: the modes ``b`` with
+    their conditional SDs from a selected inverse of the blocked factor kept in ``cond``
+    (a :class:`jaxlmm.fit.Conditional`). A module-level callable, so that fits pickle."""
+
+    def __init__(self, design, cond) -> None:
+        self.design = design
+        self.cond = cond
+
+    def __call__(self) -> pd.DataFrame:
+        from .lmer import _ranef
+
+        return _ranef(self.design, self.cond.b, self.cond.cond_cov())
+
+
+class FitAccessors(PicklableRecord):
     """Accessors shared by :class:`LmerResult` and :class:`jaxlmm.GlmerResult` (fields ``_fixef``,
-    ``_se``, ``_vcov``, ``_ranef_source``, ``objective``, ``optinfo``)."""
+    ``_se``, ``_vcov``, ``_ranef_source``, ``objective``, ``optinfo``).
+
+    Fits pickle and deep-copy (:mod:`jaxlmm.saving`: caches of device arrays are left out and
+    rebuilt on first use); :meth:`save` writes one to a file that :func:`jaxlmm.load` reads."""
+
+    def save(self, path) -> None:
+        """Write the fit to ``path``: a header (jaxlmm's magic string, the jaxlmm version and the
+        save format version) followed by a pickle of the fit. :func:`jaxlmm.load` reads it back
+        with the same estimates, summary, predictions and inference. The data a fit keeps are
+        saved with it (the rows used, the Gram blocks), not the table it was fitted to."""
+        from .saving import save
+
+        save(self, path)
 
     @property
     def fixef(self) -> pd.Series:
