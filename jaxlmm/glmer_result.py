@@ -252,10 +252,12 @@ class GlmerResult(FitAccessors):
         return glance(self)
 
     def summary(self) -> Summary:
-        """What lme4's ``summary()`` prints for a glmer fit."""
+        """What lme4's ``summary()`` prints for a glmer fit (``str``); ``.markdown`` the same
+        content as Markdown tables."""
+        from .results import _summary_markdown
         from .summary import format_summary
 
-        return Summary(format_summary(self))
+        return Summary(format_summary(self), markdown=functools.partial(_summary_markdown, self))
 
     def __repr__(self) -> str:
         fe = ", ".join(f"{k}={v:.4g}" for k, v in self._fixef.items())

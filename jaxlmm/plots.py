@@ -6,9 +6,10 @@ any backend (Agg included).
 
 - :func:`caterpillar`: conditional modes ``b_j`` with ``b_j +- z condsd_j`` intervals, sorted,
   one panel per grouping factor and term (lme4's ``dotplot(ranef(fit, condVar = TRUE))``);
-- :func:`residuals_vs_fitted`: response residuals against conditional fitted values;
-- :func:`qq`: normal quantile-quantile plot of the Pearson residuals or of the conditional
-  modes of one term;
+- :func:`residuals_vs_fitted`: residuals against conditional fitted values (response residuals
+  for lmer, deviance residuals for glmer);
+- :func:`qq`: normal quantile-quantile plot of the Pearson residuals (``fit.resid("pearson")``)
+  or of the conditional modes of one term;
 - :func:`profile_traces`: ``zeta`` against each parameter's value from :meth:`LmerResult.profile`
   (straight lines mean Wald intervals are accurate);
 - :func:`fitted_lines`: observed points and conditional fitted values against a covariate,
@@ -83,13 +84,14 @@ def caterpillar(fit: "LmerResult", level: float = 0.95, ncols: int | None = None
 
 
 def residuals_vs_fitted(fit: "LmerResult", ax=None):
-    """Response residuals against conditional fitted values, with a zero line."""
+    """``fit.residuals`` against ``fit.fitted``, with a zero line: response residuals ``y - fitted``
+    for lmer; for glmer deviance residuals against the conditional means (response scale)."""
     fit._rows_only("residuals_vs_fitted")
     fig, ax = _one_ax(ax)
     ax.scatter(fit.fitted.to_numpy(), fit.residuals.to_numpy(), s=8, alpha=0.6)
     ax.axhline(0.0, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("fitted values")
-    ax.set_ylabel("residuals")
+    ax.set_ylabel("deviance residuals" if hasattr(fit, "family") else "residuals")
     ax.set_title(fit.formula, fontsize=8)
     return fig
 
@@ -102,14 +104,14 @@ def _qq_points(v: np.ndarray):
 
 
 def qq(fit: "LmerResult", which: str = "residuals", term: str | None = None, ax=None):
-    """Normal QQ plot of the Pearson residuals (``which="residuals"``; residuals / sigma) or of
-    the conditional modes of one term (``which="ranef"``, ``term`` like ``"Subject: Days"``;
-    default the first), each standardised, with the line ``y = x``."""
+    """Normal QQ plot of the Pearson residuals (``which="residuals"``: ``fit.resid("pearson")``,
+    the residuals divided by their modelled SD, prior weights and variance function included;
+    for glmer ``(y - mu) sqrt(w / (phi V(mu)))``) or of the conditional modes of one term
+    (``which="ranef"``, ``term`` like ``"Subject: Days"``; default the first, divided by their
+    SD), with the line ``y = x``."""
     if which == "residuals":
         fit._rows_only("qq")
-        v = fit.residuals.to_numpy() / fit.sigma
-        if fit.weights is not None:
-            v = v * np.sqrt(fit.weights)
+        v = fit.resid("pearson").to_numpy()
         title = "Pearson residuals"
     elif which == "ranef":
         if not fit.ngroups:

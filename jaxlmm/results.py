@@ -89,6 +89,15 @@ class FitAccessors(PicklableRecord):
         """Whether the fit met its convergence criteria (details in :attr:`diagnostics`)."""
         return bool(self.optinfo["converged"])
 
+    def _repr_html_(self) -> str:
+        """The notebook view: model line, glance and tidy tables (:func:`jaxlmm.tidy.summary_html`)."""
+        try:
+            return _tidy().summary_html(self)
+        except Exception:  # a notebook view never raises; the text repr is the fallback
+            import html
+
+            return f"<pre>{html.escape(repr(self))}</pre>"
+
 
 @dataclasses.dataclass(frozen=True, repr=False, eq=False)
 class LmerResult(FitAccessors):
@@ -139,12 +148,15 @@ class LmerResult(FitAccessors):
 
     @property
     def fitted(self) -> pd.Series:
-        """Conditional fitted values ``X beta + Z b + offset``, indexed like the rows used."""
+        """Conditional fitted values ``X beta + Z b + offset``, indexed like the rows used. A fit
+        from a Parquet dataset keeps no rows: :class:`ArgumentError` (``predict(newdata)`` works)."""
+        self._rows_only("fitted")
         return self._fitted.copy()
 
     @property
     def residuals(self) -> pd.Series:
-        """Response residuals ``y - fitted``."""
+        """Response residuals ``y - fitted`` (not for a fit from a Parquet dataset: see ``fitted``)."""
+        self._rows_only("residuals")
         return self._residuals.copy()
 
     @property
@@ -234,7 +246,8 @@ class LmerResult(FitAccessors):
 
     def _rows_only(self, what: str) -> None:
         if not self.has_rows:
-            raise ArgumentError(f"{what} needs the data's rows, which a fit from a Parquet dataset does not keep")
+            raise ArgumentError(f"{what} needs the data's rows, which a fit from a Parquet dataset does not keep "
+                                "(predictions for rows you pass work: fit.predict(newdata))")
 
     def _iid_only(self, what: str) -> None:
         if self._rside is not None:
@@ -406,7 +419,7 @@ class LmerResult(FitAccessors):
     def summary(self) -> "Summary":
         """What lme4's ``summary()`` prints: criterion, residuals, random and fixed effects
         (``str``); ``.markdown`` the same content as Markdown tables."""
-        return Summary(format_summary(self), markdown=lambda: _tidy().summary_markdown(self))
+        return Summary(format_summary(self), markdown=functools.partial(_summary_markdown, self))
 
     def tidy(self, effects=("fixed", "ran_pars"), ddf: str | None = "satterthwaite", conf_int: bool = False,
              conf_level: float = 0.95) -> pd.DataFrame:
@@ -421,14 +434,6 @@ class LmerResult(FitAccessors):
     def augment(self, data=None) -> pd.DataFrame:
         """broom's ``augment``: the rows used with ``.fitted``, ``.resid`` and ``.fixed``."""
         return _tidy().augment(self, data)
-
-    def _repr_html_(self) -> str:
-        try:
-            return _tidy().summary_html(self)
-        except Exception:  # a notebook view never raises; the text repr is the fallback
-            import html
-
-            return f"<pre>{html.escape(repr(self))}</pre>"
 
     def __repr__(self) -> str:
         method = "REML" if self.reml else "ML"
@@ -448,8 +453,13 @@ def _tidy():
     return tidy
 
 
+def _summary_markdown(fit) -> str:
+    return _tidy().summary_markdown(fit)
+
+
 class Summary:
-    """Printable summary (``str`` gives lme4's layout; ``markdown`` Markdown tables)."""
+    """Printable summary: ``str`` gives lme4's layout (``text``); ``markdown`` the same content as
+    Markdown tables, computed on first use (notebooks show it)."""
 
     def __init__(self, text: str, markdown: Callable[[], str] | None = None) -> None:
         self.text = text
@@ -457,12 +467,18 @@ class Summary:
 
     @property
     def markdown(self) -> str:
+        """The summary as Markdown tables (:func:`jaxlmm.tidy.summary_markdown`)."""
         if self._markdown is None:
             raise ArgumentError("this summary has no Markdown form")
         return self._markdown()
 
     def _repr_markdown_(self) -> str:
-        return self.markdown
+        """Jupyter's view: the Markdown tables, or the text layout in a code block should they
+        fail (a notebook view never raises)."""
+        try:
+            return self.markdown
+        except Exception:
+            return "```text\n" + self.text + "\n```\n"
 
     def __str__(self) -> str:
         return self.text

@@ -145,35 +145,74 @@ def _md_table(frame: pd.DataFrame, index: bool = True, digits: int = 4) -> list[
     return lines
 
 
-def summary_markdown(fit: "LmerResult", ddf: str | None = "satterthwaite") -> str:
-    """The summary as Markdown: model line, fit statistics, variance parameters, fixed effects."""
-    method = "REML" if fit.reml else "ML"
-    L = [f"**Linear mixed model fit by {method}**: `{fit.formula}`", ""]
-    L += _md_table(glance(fit), index=False) + [""]
-    t = tidy(fit, ddf=ddf)
-    rp = t[t["effect"] == "ran_pars"]
-    if len(rp):
-        L += ["Random effects (standard deviations and correlations):", ""]
-        L += _md_table(rp[["group", "term", "estimate", "std.error"]], index=False) + [""]
-    L += ["Fixed effects:", ""]
-    fx = t[t["effect"] == "fixed"].drop(columns=["effect", "group"])
-    L += _md_table(fx, index=False)
+def _heading(fit) -> str:
+    """The model line of a notebook view: what was fitted and how (as the text summary's)."""
+    if hasattr(fit, "family"):  # a GlmerResult
+        how = ("Laplace approximation" if fit.nagq == 1
+               else f"adaptive Gauss-Hermite quadrature, nAGQ = {fit.nagq}")
+        return (f"Generalized linear mixed model fit by maximum likelihood ({how}), "
+                f"family {fit.family.name} ({fit.family.link.name} link)")
+    kind = "Linear mixed model" if fit.ngroups else "Generalized least squares"
+    return f"{kind} fit by {'REML' if fit.reml else 'ML'}"
+
+
+def _residual_structure(fit) -> pd.DataFrame:
+    """Estimates of a residual correlation structure and variance function (none: no rows)."""
+    if getattr(fit, "_rside", None) is None:
+        return pd.DataFrame({"kind": [], "parameter": [], "estimate": []})
+    parts = [pd.DataFrame({"kind": kind, "parameter": list(v.index), "estimate": v.to_numpy(dtype=float)})
+             for kind, v in (("correlation", fit.correlation_params), ("variance", fit.variance_params))]
+    return pd.concat(parts, ignore_index=True)
+
+
+def _notes(fit) -> list[str]:
     notes = []
     if fit.singular:
         notes.append("boundary (singular) fit")
     if not fit.converged:
         notes.append("the optimiser did not converge")
+    if not fit.has_rows:
+        notes.append("fitted out of core from a Parquet dataset: no per-row outputs")
+    return notes
+
+
+def summary_markdown(fit: "LmerResult", ddf: str | None = "satterthwaite") -> str:
+    """The summary as Markdown: model line, fit statistics, variance parameters (for a glmer fit
+    without standard errors), the residual structure's parameters if any, fixed effects (t tests
+    with ``ddf`` degrees of freedom; z tests for glmer)."""
+    L = [f"**{_heading(fit)}**: `{fit.formula}`", ""]
+    L += _md_table(glance(fit), index=False) + [""]
+    t = tidy(fit, ddf=ddf)
+    rp = t[t["effect"] == "ran_pars"]
+    if len(rp):
+        L += ["Random effects (standard deviations and correlations):", ""]
+        cols = ["group", "term", "estimate"] + (["std.error"] if rp["std.error"].notna().any() else [])
+        L += _md_table(rp[cols], index=False) + [""]
+    rs = _residual_structure(fit)
+    if len(rs):
+        L += ["Residual correlation structure and variance function:", ""]
+        L += _md_table(rs, index=False) + [""]
+    L += ["Fixed effects:", ""]
+    fx = t[t["effect"] == "fixed"].drop(columns=["effect", "group"])
+    if len(fx) and np.isinf(fx["df"].to_numpy(dtype=float)).all():
+        fx = fx.drop(columns=["df"])  # z tests
+    L += _md_table(fx, index=False)
+    notes = _notes(fit)
     if notes:
         L += ["", "*" + "; ".join(notes) + "*"]
     return "\n".join(L) + "\n"
 
 
 def summary_html(fit: "LmerResult") -> str:
-    """A compact HTML view for notebooks: the model line, glance and tidy tables."""
+    """A compact HTML view for notebooks: the model line, glance and tidy tables (and the
+    residual structure's parameters, if any)."""
     import html
 
-    method = "REML" if fit.reml else "ML"
-    t = tidy(fit)
-    return (f"<div><p><b>Linear mixed model fit by {method}</b>: <code>{html.escape(fit.formula)}</code></p>"
-            + glance(fit).to_html(index=False, float_format=lambda v: f"{v:.6g}")
-            + t.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.6g}") + "</div>")
+    def table(frame: pd.DataFrame) -> str:
+        return frame.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.6g}")
+
+    rs = _residual_structure(fit)
+    notes = _notes(fit)
+    return (f"<div><p><b>{html.escape(_heading(fit))}</b>: <code>{html.escape(fit.formula)}</code></p>"
+            + table(glance(fit)) + table(tidy(fit)) + (table(rs) if len(rs) else "")
+            + (f"<p><i>{html.escape('; '.join(notes))}</i></p>" if notes else "") + "</div>")

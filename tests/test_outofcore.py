@@ -66,12 +66,32 @@ def test_row_outputs_are_refused(tmp_path):
     df.to_parquet(tmp_path / "s.parquet")
     fit = jl.lmer("Reaction ~ Days + (Days | Subject)", str(tmp_path / "s.parquet"))
     for call in (lambda: fit.resid(), lambda: fit.simulate(), lambda: fit.bootstrap(5), lambda: fit.predict(),
-                 lambda: fit.profile(), lambda: fit.coef_table("kenward-roger"), lambda: jl.anova(fit, fit)):
-        with pytest.raises(jl.ArgumentError, match="Parquet dataset does not keep"):
+                 lambda: fit.profile(), lambda: fit.coef_table("kenward-roger"), lambda: jl.anova(fit, fit),
+                 lambda: fit.fitted, lambda: fit.residuals, lambda: fit.resid("pearson"), lambda: fit.augment(),
+                 lambda: fit.augment(df), lambda: fit.scaled_residuals()):
+        with pytest.raises(jl.ArgumentError, match=r"Parquet dataset does not keep.*fit\.predict\(newdata\)"):
             call()
-    assert fit.fitted.empty
     new = df.head(3)
     np.testing.assert_allclose(fit.predict(new), jl.lmer("Reaction ~ Days + (Days | Subject)", df).predict(new), rtol=1e-6)
+
+
+def test_row_plots_are_refused_and_the_rest_draw(tmp_path):
+    """Plots of per-row outputs refuse a fit from Parquet (instead of drawing an empty picture);
+    those of the conditional modes draw."""
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    from jaxlmm import plots
+
+    df = load_data("sleepstudy")
+    df.to_parquet(tmp_path / "s.parquet")
+    fit = jl.lmer("Reaction ~ Days + (Days | Subject)", str(tmp_path / "s.parquet"))
+    for call in (lambda: plots.residuals_vs_fitted(fit), lambda: plots.qq(fit),
+                 lambda: plots.fitted_lines(fit, df, "Days")):
+        with pytest.raises(jl.ArgumentError, match="Parquet dataset does not keep"):
+            call()
+    for fig in (plots.caterpillar(fit), plots.qq(fit, "ranef")):
+        assert fig.axes[0].collections
+        matplotlib.pyplot.close(fig)
 
 
 def test_bad_input(tmp_path):

@@ -3,6 +3,7 @@
 import io
 
 import numpy as np
+import pandas as pd
 import pytest
 
 matplotlib = pytest.importorskip("matplotlib")
@@ -11,6 +12,7 @@ matplotlib.use("Agg")
 import jaxlmm  # noqa: E402
 from jaxlmm import datasets, plots  # noqa: E402
 from jaxlmm.errors import ArgumentError  # noqa: E402
+from conftest import load_data  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -100,3 +102,41 @@ def test_no_random_effects():
     with pytest.raises(ArgumentError, match="no random effects"):
         plots.caterpillar(g)
     _png(plots.residuals_vs_fitted(g))
+
+
+def lme4_cbpp():
+    """cbpp as lme4 has it: herd and period are factors (levels 1..15 and 1..4)."""
+    d = load_data("cbpp")
+    d["herd"] = pd.Categorical(d["herd"])
+    d["period"] = d["period"].astype(str)
+    return d
+
+
+def test_qq_plots_the_pearson_residuals_with_weights_once():
+    """The QQ plot's points are fit.resid("pearson"): prior weights (binomial trials, lmer weights)
+    and a variance function enter once (a glmer fit's plot spanned -16 to 9, not -2.4 to 2.9)."""
+    import warnings
+
+    orth = load_data("Orthodont")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", jaxlmm.FitWarning)
+        fits = {
+            "glmer": jaxlmm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)", lme4_cbpp(),
+                                  "binomial"),
+            "weighted": jaxlmm.lmer("Reaction ~ Days + (Days | Subject)", load_data("sleepstudy_weighted"),
+                                    weights="w", offset="off"),
+            "varident": jaxlmm.lmer("distance ~ age + Sex + (1 | Subject)", orth, variance=jaxlmm.VarIdent("Sex")),
+        }
+    for name, f in fits.items():
+        fig = plots.qq(f)
+        y = fig.axes[0].collections[0].get_offsets()[:, 1]
+        want = np.sort(f.resid("pearson").to_numpy())
+        np.testing.assert_allclose(y, want, rtol=1e-12, err_msg=name)
+        matplotlib.pyplot.close(fig)
+    g = fits["glmer"]
+    assert g.resid("pearson").min() == pytest.approx(-2.38, abs=0.01)  # lme4: -2.38 to 2.88
+    assert g.resid("pearson").max() == pytest.approx(2.88, abs=0.01)
+    fig = plots.residuals_vs_fitted(g)  # glmer: deviance residuals, said so on the axis
+    assert fig.axes[0].get_ylabel() == "deviance residuals"
+    np.testing.assert_allclose(fig.axes[0].collections[0].get_offsets()[:, 1], g.resid("deviance"), rtol=1e-12)
+    _png(fig)

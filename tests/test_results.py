@@ -3,9 +3,11 @@
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import jaxlmm
+from conftest import load_data
 from jaxlmm import datasets
 
 
@@ -99,3 +101,65 @@ def test_user_global_x64_setting_untouched():
     before = jax.config.jax_enable_x64
     jaxlmm.lmer("Yield ~ 1 + (1 | Batch)", datasets.load("dyestuff"))
     assert jax.config.jax_enable_x64 == before
+
+
+def lme4_cbpp():
+    """cbpp as lme4 has it: herd and period are factors (levels 1..15 and 1..4)."""
+    d = load_data("cbpp")
+    d["herd"] = pd.Categorical(d["herd"])
+    d["period"] = d["period"].astype(str)
+    return d
+
+
+def test_every_result_type_displays_in_a_notebook(sleep_fit, tmp_path):
+    """Jupyter calls _repr_html_ / _repr_markdown_ (and repr): each returns a string, never
+    raises, and is the real view (not the fallback), for every kind of fit and its summary."""
+    orth = load_data("Orthodont")
+    sleep = datasets.load("sleepstudy")
+    sleep.to_parquet(tmp_path / "s.parquet")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", jaxlmm.FitWarning)
+        fits = {
+            "lmer": sleep_fit,
+            "gls": jaxlmm.gls("distance ~ age * Sex", orth, correlation=jaxlmm.AR1("Subject", "occasion")),
+            "rside": jaxlmm.lmer("distance ~ age + Sex + (1 | Subject)", orth,
+                                 correlation=jaxlmm.AR1("Subject", "occasion"), variance=jaxlmm.VarIdent("Sex")),
+            "outofcore": jaxlmm.lmer("Reaction ~ Days + (Days | Subject)", str(tmp_path / "s.parquet")),
+            "glmer": jaxlmm.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)", lme4_cbpp(),
+                                  "binomial"),
+        }
+    hooks = ("_repr_html_", "_repr_markdown_", "__repr__", "__str__")
+    for name, fit in fits.items():
+        s = fit.summary()
+        for obj in (fit, s):
+            for hook in hooks:
+                if hasattr(obj, hook):
+                    assert isinstance(getattr(obj, hook)(), str), (name, type(obj).__name__, hook)
+        html = fit._repr_html_()
+        assert html.startswith("<div><p><b>") and html.count("<table") >= 2, name  # not the <pre> fallback
+        md = s._repr_markdown_()
+        assert md == s.markdown and md.startswith("**") and "Fixed effects:" in md, name
+        assert str(s) == s.text and "Fixed effects:" in s.text
+    g = fits["glmer"]
+    md = g.summary().markdown
+    assert md.startswith("**Generalized linear mixed model fit by maximum likelihood (Laplace approximation), "
+                         "family binomial (logit link)**")
+    assert "| herd | sd__(Intercept) | 0.642" in md and "| period2 | -0.9923 | 0.3066 | -3.236 |" in md  # lme4's
+    assert "inf" not in md and "| term | estimate | std.error | statistic | p.value |" in md  # z tests: no df
+    assert "Generalized linear mixed model" in g._repr_html_() and "sd__(Intercept)" in g._repr_html_()
+    assert fits["gls"].summary().markdown.startswith("**Generalized least squares fit by REML**")
+    rs = fits["rside"].summary().markdown
+    assert "| correlation | phi |" in rs and "| variance | Female |" in rs
+    assert "no per-row outputs" in fits["outofcore"].summary().markdown
+
+
+def test_summary_markdown_view_never_raises():
+    from jaxlmm.results import Summary
+
+    def broken():
+        raise RuntimeError("no tables")
+
+    for s in (Summary("text layout"), Summary("text layout", markdown=broken)):
+        assert s._repr_markdown_() == "```text\ntext layout\n```\n"
+    with pytest.raises(jaxlmm.ArgumentError, match="no Markdown form"):
+        Summary("text").markdown
