@@ -75,25 +75,6 @@ def test_row_outputs_are_refused(tmp_path):
     np.testing.assert_allclose(fit.predict(new), jl.lmer("Reaction ~ Days + (Days | Subject)", df).predict(new), rtol=1e-6)
 
 
-def test_row_plots_are_refused_and_the_rest_draw(tmp_path):
-    """Plots of per-row outputs refuse a fit from Parquet (instead of drawing an empty picture);
-    those of the conditional modes draw."""
-    matplotlib = pytest.importorskip("matplotlib")
-    matplotlib.use("Agg")
-    from jaxlmm import plots
-
-    df = load_data("sleepstudy")
-    df.to_parquet(tmp_path / "s.parquet")
-    fit = jl.lmer("Reaction ~ Days + (Days | Subject)", str(tmp_path / "s.parquet"))
-    for call in (lambda: plots.residuals_vs_fitted(fit), lambda: plots.qq(fit),
-                 lambda: plots.fitted_lines(fit, df, "Days")):
-        with pytest.raises(jl.ArgumentError, match="Parquet dataset does not keep"):
-            call()
-    for fig in (plots.caterpillar(fit), plots.qq(fit, "ranef")):
-        assert fig.axes[0].collections
-        matplotlib.pyplot.close(fig)
-
-
 def test_bad_input(tmp_path):
     df = load_data("sleepstudy")
     df.to_parquet(tmp_path / "s.parquet")
