@@ -10,14 +10,12 @@ constant arrays are replicated. Used by the parametric bootstrap and :func:`jaxl
 
 from __future__ import annotations
 
-import numbers
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .arguments import optional_positive_int, positive_int
 from .covariance import diagonal_mask, rectify
-from .errors import ArgumentError
 from .fit import CONVERGED_GRAD, GTOL
 from .model import LmerModel, with_response
 from .objective import ModelArrays, factor, objective
@@ -25,12 +23,6 @@ from .optimize import minimize_bfgs
 from .parameters import sdcor_from_varpar
 from .precision import float64
 from .progress import progress
-
-
-def check_count(n, what: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0:
-        raise ArgumentError(f"{what} must be a positive integer, got {n!r}")
-    return int(n)
 
 
 def _beta_se_sigma(theta, M: ModelArrays):
@@ -90,6 +82,8 @@ def fit_many(model: LmerModel, Y: np.ndarray, theta0: np.ndarray, reml: bool, ba
     """Fit responses ``Y (n, B)`` (offset not yet subtracted) from ``theta0``: a dict of arrays
     with leading axis ``B`` (see :data:`FIELDS`). ``shard``: split each batch over the devices
     (default: when there are several)."""
+    max_iter = positive_int(max_iter, "max_iter")
+    batch_size = optional_positive_int(batch_size, "batch_size")
     B = Y.shape[1]
     theta0 = np.array(theta0, dtype=np.float64)
     diag = diagonal_mask(model.specs)
@@ -125,7 +119,7 @@ def _run(model: LmerModel, Y: np.ndarray, starts: np.ndarray, reml: bool, batch_
             # a power of two: calls of different sizes share compiled programs
             cap = MAX_BATCH.get(jax.default_backend(), MAX_BATCH_ACCELERATOR)
             batch_size = int(max(1, min(1 << max(B - 1, 0).bit_length(), 2e7 // per, cap)))
-        batch_size = check_count(batch_size, "batch_size")
+        batch_size = positive_int(batch_size, "batch_size")
         if sharding is not None:
             batch_size = -(-batch_size // n_dev) * n_dev  # a multiple of the device count
         with progress(B, "batched fits", unit="fit") as bar:

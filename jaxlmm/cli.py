@@ -96,13 +96,13 @@ def _build_parser() -> argparse.ArgumentParser:
                           + ", ".join(DDF_CHOICES))
     fit.add_argument("--output", metavar="FILE", help="write the fit as JSON to FILE")
     fit.add_argument("--device", choices=("cpu", "gpu"), help="JAX platform to fit on (default: JAX's choice)")
-    fit.add_argument("--max-iter", type=int, default=1000, metavar="N",
+    fit.add_argument("--max-iter", default=1000, metavar="N",
                      help="optimiser iteration limit (default 1000)")
     fit.add_argument("--family", metavar="NAME",
                      help="fit a generalized linear mixed model (glmer) of this family: binomial, poisson, gamma "
                           "(default for --example cbpp: binomial)")
     fit.add_argument("--link", metavar="LINK", help="link function of --family (default: the canonical one)")
-    fit.add_argument("--nagq", type=int, default=1, metavar="K",
+    fit.add_argument("--nagq", default=1, metavar="K",
                      help="adaptive Gauss-Hermite nodes for --family (default 1: Laplace)")
     fit.set_defaults(handler=_cmd_fit, subparser=fit)
 
@@ -153,6 +153,12 @@ def _cmd_fit(ns: argparse.Namespace) -> int:
 
     sub: argparse.ArgumentParser = ns.subparser
     args: list[str] = list(ns.args)
+    # counts parsed here, not by argparse, before the data are read: a bad value is one
+    # 'jaxlmm: error:' line (exit status 2)
+    from jaxlmm.arguments import positive_int
+
+    ns.max_iter = positive_int(_int_option(ns.max_iter, "--max-iter"), "--max-iter")
+    ns.nagq = _int_option(ns.nagq, "--nagq")  # its range is glmer's to check
     if ns.example is not None:
         if len(args) > 1:
             sub.error("with --example, give at most one positional argument (FORMULA)")
@@ -169,8 +175,6 @@ def _cmd_fit(ns: argparse.Namespace) -> int:
         data = read_data(args[0])
         formula = args[1]
 
-    if ns.max_iter < 1:
-        raise _UsageError(f"--max-iter must be at least 1, got {ns.max_iter}")
     _select_device(ns.device)
     import jaxlmm
 
@@ -198,6 +202,16 @@ def _cmd_fit(ns: argparse.Namespace) -> int:
         print(table.to_string())
     converged = getattr(fit, "converged", True)
     return EXIT_OK if converged else EXIT_NOT_CONVERGED
+
+
+def _int_option(text, option: str) -> int:
+    """The integer an option's text spells, or an ArgumentError naming the option."""
+    from jaxlmm.errors import ArgumentError
+
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise ArgumentError(f"{option} must be an integer, got {text!r}") from None
 
 
 def _select_device(device: str | None) -> None:

@@ -15,7 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .batch import MAX_BATCH, MAX_BATCH_ACCELERATOR, check_count
+from .arguments import optional_positive_int, positive_int
+from .batch import MAX_BATCH, MAX_BATCH_ACCELERATOR
 from .covariance import diagonal_mask, rectify
 from .fit import CONVERGED_GRAD, SINGULAR_TOL
 from .precision import float64
@@ -46,6 +47,8 @@ def fit_responses(model, Y: np.ndarray, x0: np.ndarray, *, glm_beta: bool = Fals
     ``vcov_beta (B, p, p)`` (the beta block of ``2 H^{-1}``)."""
     from .glmer import beta_covariance, fd_step, hessian_from_gradients
 
+    max_iter = positive_int(max_iter, "max_iter")
+    batch_size = optional_positive_int(batch_size, "batch_size")
     B = Y.shape[1]
     x0 = np.asarray(x0, dtype=np.float64).copy()
     k, p = model.n_theta, model.p
@@ -55,7 +58,7 @@ def fit_responses(model, Y: np.ndarray, x0: np.ndarray, *, glm_beta: bool = Fals
         cap = MAX_BATCH.get(jax.default_backend(), MAX_BATCH_ACCELERATOR)
         per = max(1, model.n * (1 + sum(s.p * s.p for s in model.specs)))
         batch_size = int(max(1, min(1 << max(B - 1, 0).bit_length(), 2e7 // per, cap)))
-    batch_size = check_count(batch_size, "batch_size")
+    batch_size = positive_int(batch_size, "batch_size")
     out = {key: [] for key in FIELDS}
     vcovs = []
     with float64():

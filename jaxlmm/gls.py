@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .arguments import positive_int
 from .correlation import CorrelationStructure
 from .design import build_design
 from .errors import ArgumentError, FormulaError
@@ -46,6 +47,7 @@ def gls(
     """
     if not isinstance(reml, (bool, np.bool_)):
         raise ArgumentError(f"reml must be True or False, got {reml!r}")
+    max_iter = positive_int(max_iter, "max_iter")
     t0 = time.perf_counter()
     pf = parse_formula(formula)
     if pf.random:

@@ -44,6 +44,7 @@ import scipy.optimize
 import scipy.stats
 
 from .covariance import templates_np
+from .arguments import positive_int
 from .errors import ArgumentError, FitWarning
 from .fit import SINGULAR_TOL, conditional_estimates
 from .intervals import check_level
@@ -555,8 +556,7 @@ def profile(fit, which: str | Iterable[str] | None = None, *, level_max: float =
     its minimum) and the value of every parameter at that point.
     """
     lv = check_level(level_max, "level_max")
-    if isinstance(n_points, bool) or not isinstance(n_points, (int, np.integer)) or n_points < 1:
-        raise ArgumentError(f"n_points must be a positive integer, got {n_points!r}")
+    n_points = positive_int(n_points, "n_points")
     names, n_vp = _parameter_names(fit)
     idx = _which(which, names, n_vp)
     pr = _profiler(fit)

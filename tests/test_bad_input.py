@@ -319,3 +319,48 @@ def test_constant_column_dropped(sleepstudy):
         fit = _fit("Reaction ~ Days + zero + (1 | Subject)", df)
     assert fit.dropped_columns == ("zero",)
     np.testing.assert_allclose(fit.fixef, _fit(F1, sleepstudy).fixef, rtol=1e-6)
+
+
+# ---------------------------------------------------------------- counts and iteration limits
+# one validator (jaxlmm.arguments.positive_int) behind every entry point's max_iter and counts
+
+BAD_COUNTS = [(-5, "got -5"), (0, "got 0"), ("10", r"got '10' \(str\)"), (2.5, r"got 2.5 \(float\)"),
+              (True, r"got True \(bool\)"), (None, "got None")]
+
+
+def _rejects_call(call, name, match):
+    with pytest.raises(ArgumentError, match=rf"{name} must be a positive integer, {match}"):
+        call()
+    assert not _GRAM_CALLS, "the error came after computation had started"
+
+
+@pytest.mark.parametrize("bad, match", BAD_COUNTS)
+def test_lmer_many_max_iter_and_batch_size(sleepstudy, bad, match):
+    _rejects_call(lambda: jaxlmm.lmer_many(F1, sleepstudy, max_iter=bad), "max_iter", match)
+    if bad is not None:  # batch_size=None is the default
+        _rejects_call(lambda: jaxlmm.lmer_many(F1, sleepstudy, batch_size=bad), "batch_size", match)
+
+
+@pytest.mark.parametrize("bad, match", BAD_COUNTS)
+def test_glmer_many_max_iter_and_batch_size(bad, match):
+    from conftest import load_data
+
+    cbpp = load_data("cbpp").assign(any=lambda d: (d.incidence > 0).astype(float))
+    f = "any ~ period + (1 | herd)"
+    _rejects_call(lambda: jaxlmm.glmer_many(f, cbpp, family="binomial", max_iter=bad), "max_iter", match)
+    if bad is not None:
+        _rejects_call(lambda: jaxlmm.glmer_many(f, cbpp, family="binomial", batch_size=bad), "batch_size", match)
+
+
+@pytest.mark.parametrize("bad, match", BAD_COUNTS)
+def test_gls_max_iter(sleepstudy, bad, match):
+    _rejects_call(lambda: jaxlmm.gls("Reaction ~ Days", sleepstudy, max_iter=bad), "max_iter", match)
+
+
+def test_numpy_integers_are_counts():
+    from jaxlmm.arguments import optional_positive_int, positive_int
+
+    assert positive_int(np.int32(7), "n") == 7 and type(positive_int(np.int64(7), "n")) is int
+    assert optional_positive_int(None, "batch_size") is None
+    with pytest.raises(ArgumentError, match="n must be a positive integer"):
+        positive_int(np.float64(3.0), "n")

@@ -407,9 +407,21 @@ def test_console_device_cpu_and_missing_gpu():
     assert "--device gpu: JAX has no GPU backend" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_max_iter_must_be_positive(capsys):
-    assert cli.main(["fit", "--example", "dyestuff", "--max-iter", "0"]) == 2
-    assert "--max-iter must be at least 1" in capsys.readouterr().err
+@pytest.mark.parametrize("value, message", [
+    ("0", "--max-iter must be a positive integer, got 0"),
+    ("-5", "--max-iter must be a positive integer, got -5"),
+    ("abc", "--max-iter must be an integer, got 'abc'"),
+    ("1.5", "--max-iter must be an integer, got '1.5'"),
+])
+def test_max_iter_must_be_a_positive_integer(value, message, capsys, stub_lmer):
+    assert cli.main(["fit", "--example", "dyestuff", "--max-iter", value]) == 2
+    assert capsys.readouterr().err == f"jaxlmm: error: {message}\n"  # one line, no usage, no traceback
+    assert not stub_lmer
+
+
+def test_nagq_must_be_an_integer(capsys):
+    assert cli.main(["fit", "--example", "cbpp", "--nagq", "two"]) == 2
+    assert capsys.readouterr().err == "jaxlmm: error: --nagq must be an integer, got 'two'\n"
 
 
 @needs_core
