@@ -13,10 +13,11 @@ import dataclasses
 import time
 import warnings
 
+import jax
 import numpy as np
 import pandas as pd
 
-from .batch import check_count
+from .arguments import optional_positive_int, random_generator
 from .covariance import templates_np
 from .errors import ArgumentError, InferenceWarning
 from .precision import float64
@@ -34,12 +35,27 @@ def _draw(fam, mu: np.ndarray, w: np.ndarray, phi: float, rng) -> np.ndarray:
 
 def simulate_matrix(fit, n: int, seed=None, re: bool = True) -> np.ndarray:
     """``(nobs, n)`` simulated responses (see module docstring)."""
-    n = check_count(n, "n")
-    if not isinstance(re, (bool, np.bool_)):
-        raise ArgumentError(f"re must be True or False, got {re!r}")
+    from .simulate import check_simulation
+
+    n = check_simulation(fit, n, seed, re)  # the same checks (and memory bound) as lmer's
+    try:
+        return _simulate_matrix(fit, n, random_generator(seed), re)
+    except MemoryError:  # less free memory than the machine has
+        raise ArgumentError(f"n is too large: {n} simulated responses of {fit._model.design.n} rows do not fit in "
+                            "the memory free now; use a smaller n") from None
+
+
+def _host_device():
+    """JAX's CPU device, or None (the default device) where JAX was started without one."""
+    try:
+        return jax.devices("cpu")[0]
+    except RuntimeError:
+        return None
+
+
+def _simulate_matrix(fit, n: int, rng: np.random.Generator, re: bool) -> np.ndarray:
     model = fit._model
     d = model.design
-    rng = np.random.default_rng(seed)
     eta = d.X @ fit._fixef.to_numpy() + d.offset
     E = np.repeat(eta[:, None], n, axis=1)
     for t, T, b in zip(d.terms, templates_np(fit.theta, model.specs), fit._b):
@@ -48,7 +64,7 @@ def simulate_matrix(fit, n: int, seed=None, re: bool = True) -> np.ndarray:
             E += np.einsum("ik,sik->is", t.columns, (u @ T.T)[:, t.codes, :])
         else:
             E += np.einsum("ik,ik->i", t.columns, b[t.codes])[:, None]
-    with float64():
+    with float64(), jax.default_device(_host_device()):  # (nobs, n) arrays stay in host memory
         mu = np.asarray(fit.family.link.inverse(E))
     return _draw(fit.family, mu, d.weights, fit.dispersion, rng)
 
@@ -67,7 +83,7 @@ def refit(fit, y):
     from .glmer import GlmmModel, fit_glmm
     from .simulate import response_vector
 
-    y = response_vector(fit, y)
+    y = response_vector(fit, y, booleans=fit.family.name == "binomial")
     m = fit._model
     fit.family.check_response(y, m.design.weights, "y")
     model = GlmmModel(design=dataclasses.replace(m.design, y=y), family=m.family, specs=m.specs, nagq=m.nagq)
@@ -77,9 +93,11 @@ def refit(fit, y):
 def bootstrap(fit, n: int = 200, seed=None, batch_size: int | None = None) -> pd.DataFrame:
     from .glmer_batch import fit_responses, sdcor
     from .parameters import sdcor_names
+    from .simulate import check_simulation
 
     t0 = time.perf_counter()
-    n = check_count(n, "n")
+    n = check_simulation(fit, n, seed, True)
+    batch_size = optional_positive_int(batch_size, "batch_size")
     model = fit._model
     Y = simulate_matrix(fit, n, seed, re=True)
     r = fit_responses(model, Y, _x(fit), batch_size=batch_size)

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .arguments import check_seed, positive_int
 from .errors import ArgumentError, InferenceWarning
 
 METHODS = ("wald", "profile", "boot")
@@ -59,8 +60,15 @@ def confint(fit, method: str = "wald", level: float = 0.95, parm=None, **kwargs)
     elif key == "profile":
         from .profile import confint_profile
 
+        unknown = sorted(set(kwargs) - {"which"})
+        if unknown:
+            raise ArgumentError(f"unexpected arguments for profile intervals: {unknown} (profile takes 'which')")
         out = confint_profile(fit, level=level, **kwargs)
     else:
+        unknown = sorted(set(kwargs) - {"replicates", "n", "seed", "batch_size"})
+        if unknown:
+            raise ArgumentError(f"unexpected arguments for bootstrap intervals: {unknown} (boot takes 'replicates', "
+                                "'n', 'seed' and 'batch_size')")
         out = boot_intervals(fit, level, **kwargs)
     return _select(out, parm)
 
@@ -86,13 +94,18 @@ def wald(fit, level: float) -> pd.DataFrame:
 def boot_intervals(fit, level: float, replicates: pd.DataFrame | None = None, n: int = 1000,
                    seed=None, **kwargs) -> pd.DataFrame:
     """Percentile intervals from ``replicates`` (a :meth:`bootstrap` frame) or a new bootstrap."""
+    check_seed(seed)
     if replicates is None:
-        replicates = fit.bootstrap(n=n, seed=seed, **kwargs)
+        replicates = fit.bootstrap(n=positive_int(n, "n"), seed=seed, **kwargs)
+    elif not isinstance(replicates, pd.DataFrame):
+        raise ArgumentError(f"replicates must be a DataFrame from fit.bootstrap(), got {type(replicates).__name__}")
     names = parameter_names(fit)
     missing = [c for c in names if c not in replicates.columns]
     if missing:
         raise ArgumentError(f"replicates lack column {missing[0]!r}: pass a frame from fit.bootstrap()")
     ok = replicates["converged"].to_numpy(bool) if "converged" in replicates else np.ones(len(replicates), bool)
+    if not ok.any():
+        raise ArgumentError("replicates has no converged replicate (column 'converged'): no bootstrap interval")
     vals = replicates.loc[ok, names].to_numpy(float)
     a = (1.0 - level) / 2.0
     lo, hi = np.quantile(vals, [a, 1.0 - a], axis=0)

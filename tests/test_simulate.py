@@ -88,3 +88,112 @@ def test_bad_refit_response(fit):
     y[3] = np.nan
     with pytest.raises(jaxlmm.DataError, match="missing"):
         fit.refit(y)
+
+
+@pytest.mark.parametrize("seed", ["abc", -1, 1.5, True, [1, "x"]])
+def test_bad_seed_is_an_argument_error(fit, seed):
+    for call in (lambda: fit.simulate(2, seed=seed), lambda: fit.bootstrap(2, seed=seed),
+                 lambda: fit.confint("boot", n=2, seed=seed)):
+        with pytest.raises(jaxlmm.ArgumentError, match="seed"):
+            call()
+
+
+def test_seed_may_be_what_numpy_seeds_from_but_not_a_bool(fit):
+    with pytest.raises(jaxlmm.ArgumentError, match=r"got True \(bool\)"):
+        fit.simulate(2, seed=True)  # numpy would take it as 1
+    a = fit.simulate(2, seed=np.random.default_rng(4)).to_numpy()
+    b = fit.simulate(2, seed=np.random.SeedSequence(4)).to_numpy()
+    c = fit.simulate(2, seed=np.int64(4)).to_numpy()
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, c)
+
+
+def test_bad_batch_size_is_refused_before_simulating(fit, monkeypatch):
+    import jaxlmm.simulate as sim
+
+    monkeypatch.setattr(sim, "templates_np", lambda *a: pytest.fail("simulated before checking batch_size"))
+    with pytest.raises(jaxlmm.ArgumentError, match="batch_size must be a positive integer"):
+        fit.bootstrap(3, seed=1, batch_size="8")
+
+
+@pytest.mark.parametrize("call", ["simulate", "bootstrap", "confint"])
+def test_simulations_larger_than_memory_are_refused(fit, call):
+    run = {"simulate": lambda n: fit.simulate(n), "bootstrap": lambda n: fit.bootstrap(n),
+           "confint": lambda n: fit.confint("boot", n=n)}[call]
+    with pytest.raises(jaxlmm.ArgumentError, match=r"n is too large: .* would need about .* PB of memory"):
+        run(10**12)
+
+
+def test_memory_bound_uses_the_machines_memory(fit, monkeypatch):
+    from jaxlmm import arguments
+
+    monkeypatch.setattr(arguments, "physical_memory", lambda: 10**6)  # a 1 MB machine
+    with pytest.raises(jaxlmm.ArgumentError, match="would need about 7.2 MB of memory, and this machine has 1.0 MB"):
+        fit.simulate(1000)
+    assert fit.simulate(100).shape == (180, 100)  # 0.7 MB
+
+
+@pytest.mark.parametrize("y, cls, match", [
+    (["a"] * 180, jaxlmm.DataError, "y must be numeric; it holds strings such as 'a'"),
+    (["1.5"] * 180, jaxlmm.DataError, "y must be numeric; it holds strings such as '1.5'"),
+    ([1.0] * 179 + ["x"], jaxlmm.DataError, "y must be numeric; it holds strings such as 'x'"),
+    (np.array([1.0] * 179 + ["x"], dtype=object), jaxlmm.DataError, "it holds mixed values such as 'x'"),
+    (np.arange(180) % 2 == 0, jaxlmm.DataError, "y is boolean"),
+    (np.ones(180) * 1j, jaxlmm.DataError, "y must be real numbers"),
+    (np.zeros((180, 2)), jaxlmm.ArgumentError, r"y must be one-dimensional.*shape \(180, 2\)"),
+    (np.zeros((1, 180)), jaxlmm.ArgumentError, r"y must be one-dimensional.*shape \(1, 180\)"),
+    (np.zeros(179), jaxlmm.ArgumentError, "y has 179 values but the fit used 180 rows"),
+    ({"a": 1}, jaxlmm.ArgumentError, "y must be an array or Series .* got dict"),
+    ("Reaction", jaxlmm.ArgumentError, "got str"),
+])
+def test_bad_refit_responses_name_y(fit, y, cls, match):
+    with pytest.raises(cls, match=match):
+        fit.refit(y)
+
+
+def test_refit_frames_and_series(fit):
+    import pandas as pd
+
+    y = fit._model.design.y
+    two = pd.DataFrame({"a": y, "b": y})
+    with pytest.raises(jaxlmm.ArgumentError, match=r"y is a DataFrame with 2 columns \('a', 'b'\); pass one column"):
+        fit.refit(two)
+    na = pd.Series(y, dtype="Float64")
+    na.iloc[5] = pd.NA
+    with pytest.raises(jaxlmm.DataError, match="y has 1 missing or infinite value .*missing, at position 5"):
+        fit.refit(na)
+    inf = y.copy()
+    inf[[2, 9]] = np.inf
+    with pytest.raises(jaxlmm.DataError, match="2 missing or infinite values .*infinite, at position 2"):
+        fit.refit(inf)
+    # a one-column frame, a nullable float Series and an object array of numbers are fine
+    for good in (two[["a"]], pd.Series(y, dtype="Float64"), y.astype(object)):
+        assert fit.refit(good).objective == pytest.approx(fit.objective, rel=1e-10)
+
+
+def test_confint_arguments(fit):
+    with pytest.raises(jaxlmm.ArgumentError, match=r"unexpected arguments for bootstrap intervals: \['foo'\]"):
+        fit.confint("boot", n=2, foo=1)
+    with pytest.raises(jaxlmm.ArgumentError, match=r"unexpected arguments for profile intervals: \['nn'\]"):
+        fit.confint("profile", nn=3)
+    with pytest.raises(jaxlmm.ArgumentError, match="replicates must be a DataFrame from fit.bootstrap"):
+        fit.confint("boot", replicates=[[1.0, 2.0]])
+    boot = fit.bootstrap(4, seed=5).assign(converged=False)
+    with pytest.raises(jaxlmm.ArgumentError, match="no converged replicate"):
+        fit.confint("boot", replicates=boot)
+
+
+def test_refit_matches_a_series_by_label(fit):
+    import pandas as pd
+
+    y = fit.simulate(1, seed=9)["sim_1"]
+    g = fit.refit(y)
+    shuffled = y.sample(frac=1.0, random_state=2)  # the same values, rows in another order
+    assert fit.refit(shuffled).objective == pytest.approx(g.objective, rel=1e-12)
+    longer = pd.concat([y, pd.Series([1e6], index=[9999])])  # a row the fit did not use: ignored
+    assert fit.refit(longer).objective == pytest.approx(g.objective, rel=1e-12)
+    relabelled = pd.Series(y.to_numpy(), index=y.index + 1000)
+    with pytest.raises(jaxlmm.ArgumentError, match=r"y is a Series whose index lacks label 0 .*to_numpy\(\)"):
+        fit.refit(relabelled)
+    with pytest.raises(jaxlmm.ArgumentError, match="duplicate index labels"):
+        fit.refit(pd.Series(y.to_numpy(), index=[0] * 180))
