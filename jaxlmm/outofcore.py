@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .arguments import positive_int
 from .covariance import template_spec
 from .progress import logger, progress
 from .design import _grouping, _label, _level_labels, build_design, check_levels, needed_columns, term_order
@@ -64,6 +65,73 @@ def open_dataset(source: Any):
         return pads.dataset(files if files is not None else path, format="parquet")
     except Exception as e:  # pyarrow's errors: not Parquet, unreadable
         raise DataError(f"cannot read Parquet data at {path!r}: {e}") from None
+
+
+def fragment_schemas(ds) -> list[tuple[str, Any]]:
+    """``(file, physical schema)`` of every fragment of ``ds``, from the files' footers (no rows
+    read). A file that is not Parquet is a DataError naming it."""
+    import pyarrow as pa
+
+    out = []
+    for k, fragment in enumerate(ds.get_fragments()):
+        label = str(getattr(fragment, "path", None) or f"fragment {k}")
+        try:
+            out.append((label, fragment.physical_schema))
+        except (pa.ArrowException, OSError, ValueError) as e:  # not Parquet, truncated, unreadable
+            raise DataError(f"cannot read Parquet file {label!r}: {e}") from None
+    return out
+
+
+def _type_kind(t) -> str:
+    """How a column of Arrow type ``t`` reaches pandas (and so how the fit treats it): types of
+    one kind may be mixed across files (int32 and double are both numbers), kinds may not."""
+    import pyarrow.types as pat
+
+    if pat.is_null(t):
+        return "null"
+    if pat.is_boolean(t):
+        return "boolean"
+    if pat.is_integer(t) or pat.is_floating(t):
+        return "number"
+    if pat.is_string(t) or pat.is_large_string(t) or str(t) == "string_view":
+        return "string"
+    if pat.is_dictionary(t):
+        return f"categorical of {_type_kind(t.value_type)}"
+    return str(t)
+
+
+def _files(labels: list[str], most: int = 3) -> str:
+    shown = ", ".join(repr(x) for x in labels[:most])
+    return shown + (f" and {len(labels) - most} more" if len(labels) > most else "")
+
+
+def check_fragments(schemas: list[tuple[str, Any]], columns: list[str]) -> None:
+    """A DataError, before any row is read, when the files of a dataset disagree on a column the
+    model uses: a file lacks it (e.g. it is renamed there), or files store it as different kinds of
+    type (a number in one file, text in another), which would silently turn rows into missing
+    values or fail mid-read. The message names the column, the files and the types found."""
+    if len(schemas) < 2:
+        return
+    for c in columns:
+        lacking = [label for label, sc in schemas if sc.get_field_index(c) < 0]
+        if lacking:
+            having = [label for label, sc in schemas if sc.get_field_index(c) >= 0]
+            first = dict(schemas)[lacking[0]]
+            others = set().union(*(dict(schemas)[h].names for h in having))
+            extra = sorted(set(first.names) - others)
+            hint = f" (it has columns {sorted(first.names)}; {extra} are not in the other files)" if extra else \
+                f" (it has columns {sorted(first.names)})"
+            raise DataError(f"column {c!r} is missing from Parquet file{'s' if len(lacking) > 1 else ''} "
+                            f"{_files(lacking)}{hint}, while {_files(having)} ha{'ve' if len(having) > 1 else 's'} "
+                            f"it: every file must have the columns the model uses, with the same names")
+        by_kind: dict[str, dict[str, list[str]]] = {}
+        for label, sc in schemas:
+            t = sc.field(c).type
+            by_kind.setdefault(_type_kind(t), {}).setdefault(str(t), []).append(label)
+        if len(by_kind) > 1:
+            found = "; ".join(f"{t} in {_files(labels)}" for kinds in by_kind.values() for t, labels in kinds.items())
+            raise DataError(f"column {c!r} has different types in the Parquet files: {found}; every file must store "
+                            "it with one type (rewrite the files that differ)")
 
 
 def _batches(ds, columns: list[str], batch_rows: int, desc: str = "reading"):
@@ -118,25 +186,32 @@ def lmer_dataset(formula: str, source: Any, *, reml: bool = True, weights: str |
     for name, v in (("weights", weights), ("offset", offset)):
         if v is not None and not isinstance(v, str):
             raise ArgumentError(f"{name} must be a column name when the data are a Parquet dataset")
-    if isinstance(batch_rows, bool) or not isinstance(batch_rows, (int, np.integer)) or batch_rows < 1:
-        raise ArgumentError(f"batch_rows must be a positive integer, got {batch_rows!r}")
+    batch_rows = positive_int(batch_rows, "batch_rows")
+    max_iter = positive_int(max_iter, "max_iter")
     pf = parse_formula(formula)
     ds = open_dataset(source)
+    schemas = fragment_schemas(ds)
     names = set(ds.schema.names)
-    needed = needed_columns(pf, names)
+    # a column some files have is known: check_fragments then names the files that lack it
+    names_any = names.union(*(sc.names for _, sc in schemas))
+    needed = needed_columns(pf, names_any)
     for v, where in needed.items():
-        if v not in names:
+        if v not in names_any:
             raise DataError(f"unknown column {v!r} ({where}) in formula {pf.formula!r}; the dataset has "
                             f"columns {sorted(names)}")
     cols = list(needed) + [c for c in (weights, offset) if c is not None and c not in needed]
     for c in (weights, offset):
-        if c is not None and c not in names:
+        if c is not None and c not in names_any:
             raise DataError(f"unknown column {c!r} (weights/offset); the dataset has columns {sorted(names)}")
+    check_fragments(schemas, cols)
     factor_cols = {f for t in pf.random for f in t.factors}
 
     # --- pass 1: global levels of categorical columns and grouping factors
     uniques: dict[str, list] = {}
-    cat_order: dict[str, list] = {}
+    # categories in first-seen order over all batches: files (or row groups) may store different
+    # dictionaries, and a level only some of them know must not become a missing value
+    cat_order: dict[str, dict] = {}
+    last_cats: dict[str, pd.Index] = {}
     combos: dict[tuple[str, ...], list[pd.DataFrame]] = {t.factors: [] for t in pf.random if len(t.factors) > 1}
     n_rows = 0
     for df in _batches(ds, cols, int(batch_rows), "out of core, pass 1/2 (levels)"):
@@ -146,7 +221,12 @@ def lmer_dataset(formula: str, source: Any, *, reml: bool = True, weights: str |
             s = df[c]
             if c in factor_cols or _is_categorical(s):
                 if isinstance(s.dtype, pd.CategoricalDtype):
-                    cat_order.setdefault(c, list(s.cat.categories))
+                    cats = s.cat.categories
+                    if c not in last_cats or not cats.equals(last_cats[c]):
+                        order = cat_order.setdefault(c, {})
+                        for v in cats:
+                            order.setdefault(v, None)
+                        last_cats[c] = cats
                 uniques.setdefault(c, []).append(pd.unique(s.astype(object) if isinstance(s.dtype, pd.CategoricalDtype) else s))
         for fs in combos:
             combos[fs].append(df[list(fs)].drop_duplicates())
@@ -156,7 +236,8 @@ def lmer_dataset(formula: str, source: Any, *, reml: bool = True, weights: str |
     for c, parts in uniques.items():
         vals = pd.Series(np.concatenate(parts)).drop_duplicates()
         if c in cat_order:
-            levels[c] = [v for v in cat_order[c] if v in set(vals)]
+            present = set(vals)
+            levels[c] = [v for v in cat_order[c] if v in present]
         else:
             _, lab = _level_labels(vals.rename(c))
             raw = {_label(v): v for v in vals}
