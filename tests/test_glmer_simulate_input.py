@@ -68,14 +68,13 @@ def test_bad_binomial_refit(binomial, y, cls, match):
         binomial.refit(y)
 
 
-def test_booleans_are_a_binomial_response_only(binomial, poisson):
+def test_refit_response_must_suit_the_family(binomial, poisson):
+    # booleans are a binomial response only
     with pytest.raises(jaxlmm.DataError, match="y is boolean"):
         poisson.refit(np.arange(56) % 2 == 0)
     y = binomial._model.design.y > 0.1
     assert binomial.refit(y).objective == pytest.approx(binomial.refit(y.astype(float)).objective, rel=1e-12)
-
-
-def test_refit_response_outside_the_family_support(binomial, poisson):
+    # values outside the family's support (family.check_response)
     with pytest.raises(jaxlmm.DataError, match=r"binomial y must be 0/1 or a proportion in \[0, 1\]"):
         binomial.refit(np.full(56, 2.0))
     with pytest.raises(jaxlmm.DataError, match="poisson y must be non-negative counts"):
