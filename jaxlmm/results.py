@@ -477,7 +477,7 @@ class Summary:
         fail (a notebook view never raises)."""
         try:
             return self.markdown
-        except Exception:
+        except Exception:  # noqa: BLE001 - a notebook view never raises
             return "```text\n" + self.text + "\n```\n"
 
     def __str__(self) -> str:

@@ -55,7 +55,7 @@ def outcomes(fit, newdata) -> dict:
         out["predict_response"] = _try(lambda: fit.predict(newdata, type="response"))
     else:
         for ddf in ("satterthwaite", "kenward-roger", "residual"):
-            out[f"coef_{ddf}"] = _try(lambda: fit.coef_table(ddf))
+            out[f"coef_{ddf}"] = _try(lambda ddf=ddf: fit.coef_table(ddf))
         out["residual_params"] = _try(lambda: fit.residual_params)
     return out
 
