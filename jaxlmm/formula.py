@@ -8,12 +8,9 @@ are left as strings for formulaic. ``(e || g)`` is an uncorrelated term; ``g`` m
 from __future__ import annotations
 
 import dataclasses
-import re
 
 from .errors import FormulaError
-
-_NAME = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$|^`[^`]+`$")
-
+from .rlang import Token, call_arguments, check_parentheses, depths, enclosed, source, split_top, tokenize
 
 @dataclasses.dataclass(frozen=True)
 class RandomTerm:
@@ -36,134 +33,126 @@ class RandomTerm:
 
 @dataclasses.dataclass(frozen=True)
 class ParsedFormula:
-    """A parsed mixed-model formula: response, fixed-effects RHS (formulaic syntax), terms."""
+    """A parsed mixed-model formula: the response, the fixed-effects part and the bars' left
+    sides as R text (translated for formulaic by :mod:`jaxlmm.rlang` once the data's columns
+    are known), the random-effects terms; ``offsets``: the R text inside each ``offset(...)``
+    term of the right-hand side; ``cbind``: the successes and failures of a
+    ``cbind(successes, failures)`` response (binomial GLMMs), else None. ``response`` is None
+    for a formula without one (``"~ x + (1 | g)"``, :func:`jaxlmm.lmer_many`)."""
 
     formula: str
-    response: str
+    response: str | None
     fixed: str
     random: tuple[RandomTerm, ...]
+    offsets: tuple[str, ...] = ()
+    cbind: tuple[str, str] | None = None
+
+    @property
+    def rhs(self) -> str:
+        """The formula's text right of ``~``."""
+        tokens = tokenize(self.formula)
+        k = next(t.end for t in tokens if t.kind == "op" and t.text == "~")
+        return self.formula[k:].strip()
 
 
-def _check_parentheses(s: str, formula: str) -> None:
-    depth = 0
-    for ch in s:
-        depth += ch == "("
-        depth -= ch == ")"
-        if depth < 0:
-            raise FormulaError(f"unbalanced parentheses in formula {formula!r}: unexpected ')'")
-    if depth:
-        raise FormulaError(f"unbalanced parentheses in formula {formula!r}: missing ')'")
+def _chunk_text(formula: str, chunk: list[Token]) -> str:
+    return source(formula, chunk)
 
 
-def _split_top(s: str) -> list[tuple[str, str]]:
-    """Split on '+' / '-' at parenthesis depth 0: [(sign, chunk), ...]."""
-    out, depth, cur, sign = [], 0, [], "+"
-    for ch in s:
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        if depth == 0 and ch in "+-":
-            out.append((sign, "".join(cur).strip()))
-            cur, sign = [], ch
-            continue
-        cur.append(ch)
-    out.append((sign, "".join(cur).strip()))
+def _grouping_terms(formula: str, tokens: list[Token]) -> list[tuple[str, ...]]:
+    """The factors of each term a bar's right side stands for: ``a`` -> ``[(a,)]``; ``a:b`` ->
+    ``[(a, b)]``; ``a/b`` -> ``[(a,), (b, a)]`` (lme4's nesting: ``(e|a) + (e|b:a)``)."""
+    text = _chunk_text(formula, tokens).strip()
+    if not tokens:
+        raise FormulaError(f"empty grouping factor after '|' in formula {formula!r}")
+    while (inner := enclosed(tokens)) is not None:
+        tokens = inner
+        if not tokens:
+            raise FormulaError(f"empty grouping factor after '|' in formula {formula!r}")
+    parts = [chunk for _, chunk in split_top(tokens, ("/",))]
+    out = []
+    for k in range(len(parts)):
+        factors: list[str] = []
+        for p in reversed(parts[: k + 1]):
+            factors.extend(_factor_names(formula, p, text))
+        out.append(tuple(factors))
     return out
 
 
-def _find_bar(inner: str) -> tuple[int, int] | None:
-    depth = 0
-    for k, ch in enumerate(inner):
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == "|" and depth == 0:
-            return (k, 2) if inner[k + 1 : k + 2] == "|" else (k, 1)
+def _factor_names(formula: str, tokens: list[Token], text: str) -> list[str]:
+    while (inner := enclosed(tokens)) is not None:
+        tokens = inner
+    names = []
+    for _, chunk in split_top(tokens, (":",)):
+        if len(chunk) != 1 or chunk[0].kind != "name":
+            raise FormulaError(
+                f"grouping factor {text!r} in formula {formula!r} must be a column name or an "
+                "interaction of column names (a:b, a/b); quote other names with backticks: `my group`"
+            )
+        names.append(chunk[0].text)
+    return names
+
+
+def _bar(tokens: list[Token]) -> tuple[int, int] | None:
+    """Index and width (1: ``|``, 2: ``||``) of the first depth-0 bar in ``tokens``."""
+    for k, (t, d) in enumerate(zip(tokens, depths(tokens))):
+        if d == 0 and t.kind == "op" and t.text in ("|", "||"):
+            return k, len(t.text)
     return None
 
 
-def _strip_outer(chunk: str) -> str | None:
-    """Return the inside of ``( ... )`` if the parentheses wrap the whole chunk."""
-    if not (chunk.startswith("(") and chunk.endswith(")")):
-        return None
-    depth = 0
-    for k, ch in enumerate(chunk):
-        depth += ch == "("
-        depth -= ch == ")"
-        if depth == 0 and k < len(chunk) - 1:
-            return None
-    return chunk[1:-1]
-
-
-def _grouping_terms(group: str, formula: str) -> list[tuple[str, ...]]:
-    group = group.strip()
-    if not group:
-        raise FormulaError(f"empty grouping factor after '|' in formula {formula!r}")
-    while (inner := _strip_outer(group)) is not None:
-        group = inner.strip()
-    if "/" in group:
-        parts = [p.strip() for p in group.split("/")]
-        out = []
-        for k in range(len(parts)):
-            factors = []
-            for p in reversed(parts[: k + 1]):
-                factors.extend(_factor_names(p, formula))
-            out.append(tuple(factors))
-        return out
-    return [tuple(_factor_names(group, formula))]
-
-
-def _factor_names(s: str, formula: str) -> list[str]:
-    names = [x.strip() for x in s.split(":")]
-    for n in names:
-        if not n or not _NAME.match(n):
-            raise FormulaError(
-                f"grouping factor {s!r} in formula {formula!r} must be a column name or an "
-                "interaction of column names (a:b, a/b)"
-            )
-    return [n.strip("`") for n in names]
-
-
-def parse_formula(formula: str) -> ParsedFormula:
-    """Parse an lme4-style formula ``response ~ fixed + (expr | group) + ...``."""
+def parse_formula(formula: str, response_required: bool = True) -> ParsedFormula:
+    """Parse an lme4-style formula ``response ~ fixed + (expr | group) + offset(...) + ...``
+    (R syntax: see :mod:`jaxlmm.rlang`). ``response_required=False`` accepts ``"~ rhs"``."""
     if not isinstance(formula, str):
         raise FormulaError(f"formula must be a string, got {type(formula).__name__}")
-    _check_parentheses(formula, formula)
-    if formula.count("~") != 1:
+    tokens = tokenize(formula)
+    check_parentheses(tokens, formula)
+    tildes = [k for k, t in enumerate(tokens) if t.kind == "op" and t.text == "~"]
+    if len(tildes) != 1:
         raise FormulaError(
             f"formula {formula!r} must have exactly one '~' separating response and predictors"
         )
-    lhs, rhs = (x.strip() for x in formula.split("~"))
-    if not lhs:
+    lhs, rhs = tokens[: tildes[0]], tokens[tildes[0] + 1 :]
+    if not lhs and response_required:
         raise FormulaError(f"formula {formula!r} has no response left of '~'")
     if not rhs:
         raise FormulaError(f"formula {formula!r} has no predictors right of '~'")
-    fixed, random = [], []
-    for sign, chunk in _split_top(rhs):
+    fixed: list[str] = []
+    random: list[RandomTerm] = []
+    offsets: list[str] = []
+    for sep, chunk in split_top(rhs, ("+", "-")):
+        sign = "-" if sep is not None and sep.text == "-" else "+"
+        text = _chunk_text(formula, chunk)
         if not chunk:
-            if sign == "-" or fixed or random:
+            if sign == "-" or fixed or random or offsets:
                 raise FormulaError(f"empty term in formula {formula!r}")
             continue
-        inner = _strip_outer(chunk)
-        bar = _find_bar(inner) if inner is not None else None
+        off = call_arguments(chunk, "offset")
+        if off is not None:
+            if sign == "-" or len(off) != 1 or not off[0]:
+                raise FormulaError(f"{text!r} in formula {formula!r}: write an offset as + offset(expression)")
+            offsets.append(_chunk_text(formula, off[0]))
+            continue
+        inner = enclosed(chunk)
+        bar = _bar(inner) if inner is not None else None
         if bar is None:
-            if "|" in chunk:
+            if any(t.kind == "op" and t.text in ("|", "||") for t in chunk):
                 raise FormulaError(
-                    f"misplaced '|' in {chunk!r} in formula {formula!r}: a random-effects term "
+                    f"misplaced '|' in {text!r} in formula {formula!r}: a random-effects term "
                     "must be written (expr | group) and added at the top level with '+', not "
                     "nested in other parentheses or a function"
                 )
-            fixed.append(f"{sign} {chunk}")
+            fixed.append(f"{sign} {text}")
             continue
         if sign == "-":
-            raise FormulaError(f"cannot subtract the random-effects term {chunk!r}")
+            raise FormulaError(f"cannot subtract the random-effects term {text!r}")
         k, width = bar
-        expr, group = inner[:k].strip(), inner[k + width :].strip()
-        if not expr:
-            raise FormulaError(f"empty bar in {chunk!r}: write (1 | g) for a random intercept")
-        for factors in _grouping_terms(group, formula):
+        left, right = inner[:k], inner[k + 1 :]
+        if not left:
+            raise FormulaError(f"empty bar in {text!r}: write (1 | g) for a random intercept")
+        expr = _chunk_text(formula, left)
+        for factors in _grouping_terms(formula, right):
             random.append(RandomTerm(expr=expr, factors=factors, uncorrelated=width == 2))
     fixed_str = " ".join(fixed).strip()
     if fixed_str.startswith("+"):
@@ -172,4 +161,12 @@ def parse_formula(formula: str) -> ParsedFormula:
         fixed_str = "1"
     elif fixed_str.startswith("-"):
         fixed_str = "1 " + fixed_str
-    return ParsedFormula(formula=formula, response=lhs, fixed=fixed_str, random=tuple(random))
+    response = _chunk_text(formula, lhs).strip() or None
+    cb = None
+    args = call_arguments(lhs, "cbind")
+    if args is not None:
+        if len(args) != 2 or not all(args):
+            raise FormulaError(f"cbind() in {formula!r} needs two arguments: successes and failures")
+        cb = (_chunk_text(formula, args[0]), _chunk_text(formula, args[1]))
+    return ParsedFormula(formula=formula, response=response, fixed=fixed_str, random=tuple(random),
+                         offsets=tuple(offsets), cbind=cb)

@@ -9,14 +9,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .arguments import optional_positive_int, positive_int
 from .design import build_design
-from .errors import DataError, FitWarning
+from .errors import FitWarning
 from .family import Family, family as make_family
 from .frames import as_frame
 from .glmer import GlmmModel, _check_nagq, _start
 from .glmer_batch import fit_responses, sdcor
 from .covariance import template_spec
-from .many import _responses, _split_formula
+from .many import check_responses, responses_matrix
+from .formula import parse_formula
 from .parameters import sdcor_names
 
 
@@ -43,18 +45,19 @@ def glmer_many(
     standard errors (``se_<name>``), the random-effect sd/cor (``sd_(Intercept)|g``, ...),
     ``objective`` (``-2 log L``), ``converged``, ``singular`` and ``n_evals``.
     """
+    max_iter = positive_int(max_iter, "max_iter")
+    batch_size = optional_positive_int(batch_size, "batch_size")
     t0 = time.perf_counter()
     fam = make_family(family, link)
-    lhs, rhs = _split_formula(formula)
+    pf = parse_formula(formula, response_required=False)
     df = as_frame(data)
-    df, cols, display = _responses(df, responses, lhs)
-    design = build_design(f"{cols[0]} ~ {rhs}", df, weights=weights, offset=offset,
-                          extra_columns={c: "responses" for c in cols}, residual=False)
-    Y = design.aux[cols].to_numpy(dtype=np.float64)
-    if not np.isfinite(Y).all():
-        raise DataError("responses have infinite values")
-    for c, name in zip(cols, display):
-        fam.check_response(design.aux[c].to_numpy(dtype=np.float64), design.weights, f"response {name!r}")
+    Y_all, display = responses_matrix(df, responses, pf)
+    design = build_design(pf, df, weights=weights, offset=offset, responses=Y_all, residual=False,
+                          caller="glmer_many")
+    Y = design.responses
+    check_responses(Y, display)
+    for b, name in enumerate(display):
+        fam.check_response(Y[:, b], design.weights, f"response {name!r}")
     nagq = _check_nagq(nagq, design)
     specs = tuple(template_spec(t.width, t.uncorrelated) for t in design.terms)
     model = GlmmModel(design=design, family=fam, specs=specs, nagq=nagq)
@@ -75,7 +78,7 @@ def glmer_many(
     frame["converged"] = r["converged"]
     frame["singular"] = r["singular"]
     frame["n_evals"] = r["n_evals"]
-    frame.attrs.update(formula=f"~ {rhs}", family=repr(fam), nagq=nagq, nobs=design.n,
+    frame.attrs.update(formula=f"~ {pf.rhs}", family=repr(fam), nagq=nagq, nobs=design.n,
                        n_dropped=design.n_dropped, seconds=time.perf_counter() - t0)
     bad = int((~r["converged"]).sum())
     if bad:

@@ -9,10 +9,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .arguments import optional_positive_int, positive_int
 from .batch import fit_many
 from .covariance import diagonal_mask
-from .design import build_design
+from .design import build_design, check_varies
+from .formula import ParsedFormula, parse_formula
 from .frames import as_frame
+from .rlang import closest
 from .errors import ArgumentError, DataError, FitWarning
 from .fit import SINGULAR_TOL
 from .model import LmerModel
@@ -20,19 +23,15 @@ from .parameters import sdcor_names
 from .start import moment_start
 
 
-def _split_formula(formula: str) -> tuple[str, str]:
-    if not isinstance(formula, str) or "~" not in formula:
-        raise ArgumentError(f"formula must be a string like '~ x + (1 | g)' or 'y ~ x + (1 | g)', got {formula!r}")
-    lhs, rhs = formula.split("~", 1)
-    return lhs.strip(), rhs.strip()
-
-
-def _responses(df: pd.DataFrame, responses, lhs: str) -> tuple[pd.DataFrame, list[str], list[str]]:
-    """The frame with the response columns, their column names and their display names."""
+def responses_matrix(df: pd.DataFrame, responses, pf: ParsedFormula) -> tuple[np.ndarray, list[str]]:
+    """The responses as an ``(len(df), B)`` float array and their display names: column names of
+    ``df`` (default: the formula's response), or an ``(n, B)`` array / DataFrame."""
     if responses is None:
-        if not lhs:
-            raise ArgumentError("give responses= (column names or an (n, B) array) or a response left of '~'")
-        responses = [lhs]
+        if pf.response is None or pf.cbind is not None:
+            raise ArgumentError("give responses= (column names or an (n, B) array) or a response column left of '~'")
+        if pf.response not in df.columns:
+            raise DataError(f"the response {pf.response!r} left of '~' must be a column; {closest(pf.response, df.columns)}")
+        responses = [pf.response]
     if isinstance(responses, str):
         responses = [responses]
     if isinstance(responses, (list, tuple, pd.Index)):
@@ -44,11 +43,14 @@ def _responses(df: pd.DataFrame, responses, lhs: str) -> tuple[pd.DataFrame, lis
             raise ArgumentError(f"responses lists {dup[0]!r} more than once")
         missing = [n for n in names if n not in df.columns]
         if missing:
-            raise DataError(f"unknown response column {missing[0]!r}; data has columns {sorted(map(str, df.columns))}")
+            raise DataError(f"unknown response column {missing[0]!r}; {closest(missing[0], df.columns)}")
         for n in names:
             if not pd.api.types.is_numeric_dtype(df[n]) or pd.api.types.is_bool_dtype(df[n]):
                 raise DataError(f"response column {n!r} must be numeric, it has dtype {df[n].dtype}")
-        return df, names, names
+            if isinstance(df[n], pd.DataFrame):
+                raise DataError(f"data has more than one column named {n!r}")
+        Y = np.column_stack([df[n].to_numpy(dtype=np.float64, na_value=np.nan) for n in names])
+        return Y, names
     if isinstance(responses, pd.DataFrame):
         display = [str(c) for c in responses.columns]
         Y = responses.to_numpy()
@@ -65,9 +67,16 @@ def _responses(df: pd.DataFrame, responses, lhs: str) -> tuple[pd.DataFrame, lis
         Y = Y.astype(np.float64)
     except (TypeError, ValueError):
         raise DataError("responses must be numeric") from None
-    cols = [f"__jaxlmm_response_{k}" for k in range(Y.shape[1])]
-    extra = pd.DataFrame(Y, columns=cols, index=df.index)
-    return pd.concat([df, extra], axis=1), cols, display
+    return Y, display
+
+
+def check_responses(Y: np.ndarray, names: list[str]) -> None:
+    """Finite values, and no constant response (lme4 refuses one)."""
+    bad = ~np.isfinite(Y).all(axis=0)
+    if bad.any():
+        raise DataError(f"response {names[int(np.nonzero(bad)[0][0])]!r} has infinite values")
+    for b, name in enumerate(names):
+        check_varies(Y[:, b], repr(name))
 
 
 def lmer_many(
@@ -100,15 +109,15 @@ def lmer_many(
     """
     if not isinstance(reml, (bool, np.bool_)):
         raise ArgumentError(f"reml must be True or False, got {reml!r}")
+    max_iter = positive_int(max_iter, "max_iter")
+    batch_size = optional_positive_int(batch_size, "batch_size")
     t0 = time.perf_counter()
-    lhs, rhs = _split_formula(formula)
+    pf = parse_formula(formula, response_required=False)
     df = as_frame(data)
-    df, cols, display = _responses(df, responses, lhs)
-    design = build_design(f"{cols[0]} ~ {rhs}", df, weights=weights, offset=offset,
-                          extra_columns={c: "responses" for c in cols})
-    Y = design.aux[cols].to_numpy(dtype=np.float64)
-    if not np.isfinite(Y).all():
-        raise DataError("responses have infinite values")
+    Y_all, display = responses_matrix(df, responses, pf)
+    design = build_design(pf, df, weights=weights, offset=offset, responses=Y_all, caller="lmer_many")
+    Y = design.responses
+    check_responses(Y, display)
     if reml and design.n <= design.p:
         raise ArgumentError(f"REML needs more observations ({design.n}) than fixed effects ({design.p})")
     model = LmerModel.from_design(design)
@@ -125,7 +134,7 @@ def lmer_many(
     frame["converged"] = r["converged"]
     frame["singular"] = np.any(np.abs(r["theta"][:, diagonal_mask(model.specs)]) < SINGULAR_TOL, axis=1)
     frame["n_evals"] = r["n_evals"]
-    frame.attrs.update(formula=f"~ {rhs}", reml=bool(reml), nobs=design.n, n_dropped=design.n_dropped,
+    frame.attrs.update(formula=f"~ {pf.rhs}", reml=bool(reml), nobs=design.n, n_dropped=design.n_dropped,
                        seconds=time.perf_counter() - t0)
     bad = int((~r["converged"]).sum())
     if bad:

@@ -121,7 +121,7 @@ def test_non_numeric_response(sleepstudy, values):
 
 def test_non_numeric_transformed_response(sleepstudy):
     df = sleepstudy.assign(speed=np.where(sleepstudy.Days > 4, "slow", "fast"))
-    rejects(FormulaError, "response 'np.log\\(speed\\)'",
+    rejects(DataError, "response 'np.log\\(speed\\)' must be numeric; column 'speed' has dtype",
             "np.log(speed) ~ Days + (1 | Subject)", df)
 
 

@@ -88,7 +88,7 @@ def test_bad_input(sleep):
         jl.lmer_many(FORMULA, sleep, np.zeros((3, 2)))
     with pytest.raises(jl.ArgumentError, match="more than once"):
         jl.lmer_many(FORMULA, sleep, ["Reaction", "Reaction"])
-    with pytest.raises(jl.ArgumentError, match="formula must be"):
+    with pytest.raises(jl.FormulaError, match="exactly one '~'"):
         jl.lmer_many("Days + (1 | Subject)", sleep, ["Reaction"])
     with pytest.raises(jl.ArgumentError, match="batch_size must be a positive integer"):
         jl.lmer_many(FORMULA, sleep, ["Reaction"], batch_size=0)
