@@ -104,9 +104,43 @@ def scale_blocks(theta, specs: tuple[TemplateSpec, ...], diag: list, off: dict):
     return out_diag, out_off
 
 
+def scaled_system(theta, M: ModelArrays):
+    """``Lambda' A Lambda + I`` as the kernels take it: ``(diag, off, scale)`` with the scaled
+    diagonal blocks, the unscaled off-diagonal blocks and the templates that scale them (None
+    for the X/y stage). The kernels scale the off-diagonal blocks of the dense tail at once, so
+    the number of operations grows with the number of terms, not of term pairs."""
+    Ts = _gathered_templates(theta, M.specs)
+    diag = [_scale_diag(T, d) for T, d in zip(Ts, M.diag)] + [M.diag[len(Ts)]]
+    return diag, M.off, list(Ts) + [None]
+
+
+def _gathered_templates(theta, specs):
+    """The templates as :func:`jaxlmm.covariance.templates` gives them, each by one gather from
+    ``theta`` (a scatter costs several operations more in the program and its derivative)."""
+    flat = jnp.concatenate([theta, jnp.zeros((1,), theta.dtype)])
+    out, k = [], 0
+    for s in specs:
+        idx = np.full((s.p, s.p), theta.shape[0])  # the appended zero
+        idx[np.array(s.rows), np.array(s.cols)] = k + np.arange(s.size)
+        out.append(flat[idx])
+        k += s.size
+    return out
+
+
+def _scale_diag(T, d):
+    """``T' d_l T + I`` for every level ``l``."""
+    if T.shape == (1, 1):
+        t = T[0, 0]
+        return d * t * t + 1.0
+    d = jnp.einsum("ba,lbc,cd->lad", T, d, T)
+    return d + jnp.eye(T.shape[0], dtype=d.dtype)
+
+
 def factor(theta, M: ModelArrays) -> BlockedFactor:
-    diag, off = scaled_blocks(theta, M)
-    return blocked_cholesky(M.structure, diag, off)
+    diag, off, scale = scaled_system(theta, M)
+    return blocked_cholesky(M.structure, diag, off, scale)
+
+
 
 
 def objective_from_log_diagonal(bd: list, lead, trail, M: ModelArrays):
@@ -129,15 +163,15 @@ def _parts_from_log_diagonal(bd, lead, trail, M: ModelArrays):
 def deviance_parts(theta, M: ModelArrays):
     """``(log|L_Z|^2, log|L_X|^2, r^2)`` at ``theta``: the penalised residual sum of squares
     ``r^2 = min_{beta,u} |W^{1/2}(y - X beta - Z Lambda u)|^2 + |u|^2`` and the log-determinants."""
-    diag, off = scaled_blocks(theta, M)
-    bd, lead, trail = blocked_log_diagonal(M.structure, diag, off, M.p + 1, M.host_lapack)
+    diag, off, scale = scaled_system(theta, M)
+    bd, lead, trail = blocked_log_diagonal(M.structure, diag, off, M.p + 1, M.host_lapack, scale)
     return _parts_from_log_diagonal(bd, lead, trail, M)
 
 
 def objective(theta, M: ModelArrays):
     """The REML criterion (``M.reml``) or deviance at ``theta``: a scalar."""
-    diag, off = scaled_blocks(theta, M)
-    bd, lead, trail = blocked_log_diagonal(M.structure, diag, off, M.p + 1, M.host_lapack)
+    diag, off, scale = scaled_system(theta, M)
+    bd, lead, trail = blocked_log_diagonal(M.structure, diag, off, M.p + 1, M.host_lapack, scale)
     return objective_from_log_diagonal(bd, lead, trail, M)
 
 

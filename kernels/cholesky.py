@@ -38,26 +38,84 @@ class BlockedFactor:
 jax.tree_util.register_dataclass(BlockedFactor, data_fields=["diag", "off", "tail"], meta_fields=[])
 
 
-def _eliminate(s: BlockStructure, diag: list, off: dict):
+def _concat(blocks: list):
+    return blocks[0] if len(blocks) == 1 else jnp.concatenate(blocks, axis=0)
+
+
+# index arrays of a BlockStructure are in bounds by construction: no bounds handling (which
+# costs several operations per gather or scatter in the program and its derivatives)
+def _take(x, idx):
+    return x.at[idx].get(mode="promise_in_bounds")
+
+
+def _take_sorted(x, idx):
+    return x.at[idx].get(mode="promise_in_bounds", indices_are_sorted=True)
+
+
+def _scale_block(v, left, right):
+    """``left' v_k right`` for blocks ``v (nnz, p, q)`` (None: identity)."""
+    if left is not None:
+        v = v * left[0, 0] if left.shape == (1, 1) else jnp.einsum("ba,kbc->kac", left, v)
+    if right is not None:
+        v = v * right[0, 0] if right.shape == (1, 1) else jnp.einsum("kac,cd->kad", v, right)
+    return v
+
+
+def _congruence(T, s: BlockStructure, scale: list):
+    """``D' T D`` for the ``(m, m)`` tail ``T`` and ``D`` block diagonal: ``scale[i] (p_i, p_i)``
+    for every level of tail stage ``i`` (None: identity). One product per stage, or one
+    elementwise product when every scaled stage is scalar."""
+    stages = [i for i in range(s.n_bd, s.n_stages) if scale[i] is not None]
+    if not stages:
+        return T
+    dtype = T.dtype
+    if all(s.widths[i] == 1 for i in stages):
+        d = _concat([jnp.broadcast_to(scale[i][0, 0], (s.nlevels[i],)) if scale[i] is not None
+                     else jnp.ones((s.nlevels[i] * s.widths[i],), dtype) for i in range(s.n_bd, s.n_stages)])
+        return T * d[:, None] * d[None, :]
+
+    def left(X):  # D' X, stage by stage of rows
+        parts = []
+        for i in range(s.n_bd, s.n_stages):
+            o, nl, w = s.tail_offset(i), s.nlevels[i], s.widths[i]
+            rows = X[o : o + nl * w]
+            if scale[i] is not None:
+                rows = jnp.einsum("ba,lbm->lam", scale[i], rows.reshape(nl, w, -1)).reshape(nl * w, -1)
+            parts.append(rows)
+        return _concat(parts)
+
+    return left(left(T).T).T
+
+
+def _eliminate(s: BlockStructure, diag: list, off: dict, scale: list | None = None):
     """Eliminate the block-diagonal stages; return their factors and the tail's Schur
-    complement, stored in its lower triangle (upper triangle zero)."""
+    complement, stored in its lower triangle (upper triangle zero). With ``scale``, every
+    off-diagonal block is ``scale[i]' off[i,j] scale[j]`` (see :func:`blocked_cholesky`)."""
     dtype = diag[0].dtype
     K, m, w = s.n_stages, s.m, s.widths
     F = {}
     for (i, j) in s.bd_keys:
         name = key_name(i, j)
         z = jnp.zeros((s.rows[name].shape[0], w[i], w[j]), dtype)
-        if name in s.embed:
-            z = z.at[s.embed[name]].set(off[name])
+        if name in s.bd_inputs:
+            v = off[name]
+            if scale is not None:
+                v = _scale_block(v, scale[i], scale[j])
+            if name in s.embed:  # fill-in: the input blocks are a subset of the filled pattern
+                v = z.at[s.embed[name]].set(v, mode="promise_in_bounds", unique_indices=True)
+            z = v
         F[name] = z
     D = list(diag[: s.n_bd])
 
     T = jnp.zeros((m * m + 1,), dtype)
-    for i in range(s.n_bd, K):
-        T = T.at[s.tail_diag[str(i)].ravel()].add(diag[i].ravel())
-    for (i, j) in s.tail_keys:
-        name = key_name(i, j)
-        T = T.at[s.tail_off[name].ravel()].add(off[name].ravel())
+    for name, _, _, names in s.tail_off_groups:
+        T = T.at[s.tail_off[name].ravel()].add(_concat([off[n] for n in names]).ravel(),
+                                               mode="promise_in_bounds")
+    if scale is not None and s.tail_off_groups:
+        T = jnp.concatenate([_congruence(T[: m * m].reshape(m, m), s, scale).ravel(), T[m * m :]])
+    for name, _, stages in s.tail_diag_groups:
+        T = T.at[s.tail_diag[name].ravel()].add(_concat([diag[i] for i in stages]).ravel(),
+                                                mode="promise_in_bounds")
 
     Ld = []
     for j in range(s.n_bd):
@@ -66,27 +124,31 @@ def _eliminate(s: BlockStructure, diag: list, off: dict):
         for i in range(j + 1, K):
             name = key_name(i, j)
             if name in F:
-                F[name] = small_right_solve_lt(jnp.take(Ljj, s.cols[name], axis=0), F[name])
+                F[name] = small_right_solve_lt(_take_sorted(Ljj, s.cols[name]), F[name])
         if j in s.panel_stages:
             T = T - _panel_update(s, j, F, m, dtype)
         for u in s.updates:
             if u.j != j:
                 continue
-            A = jnp.take(F[key_name(u.i, j)], s.pa[u.name], axis=0)
-            B = jnp.take(F[key_name(u.l, j)], s.pb[u.name], axis=0)
+            A = _take(F[key_name(u.i, j)], s.pa[u.name])
+            B = _take(F[key_name(u.l, j)], s.pb[u.name])
             prod = jnp.einsum("kab,kcb->kac", A, B)
             if u.kind == "diag":
                 D[u.l] = D[u.l] - jax.ops.segment_sum(prod, s.dest[u.name], num_segments=s.nlevels[u.l])
-            elif u.kind == "coo":
+            else:
                 tgt = key_name(u.i, u.l)
                 F[tgt] = F[tgt] - jax.ops.segment_sum(
                     prod, s.dest[u.name], num_segments=F[tgt].shape[0]
                 )
-            else:
-                vals = prod.ravel()
-                if u.permuted:
-                    vals = jnp.take(vals, s.perm[u.name])
-                T = T.at[s.dest[u.name].ravel()].add(-vals, indices_are_sorted=True)
+        for g in s.dense_groups:
+            if g.j != j:
+                continue
+            A = _take(_concat([F[key_name(i, j)] for i in g.left]), s.pa[g.name])
+            B = _take(_concat([F[key_name(l, j)] for l in g.right]), s.pb[g.name])
+            vals = jnp.einsum("kab,kcb->kac", A, B).ravel()
+            if g.permuted:
+                vals = _take(vals, s.perm[g.name])
+            T = T.at[s.dest[g.name].ravel()].add(-vals, indices_are_sorted=True, mode="promise_in_bounds")
 
     return Ld, F, T[: m * m].reshape(m, m)  # lower triangle + block-diagonal blocks of the tail
 
@@ -96,22 +158,27 @@ def _panel_update(s: BlockStructure, j: int, F: dict, m: int, dtype):
     stage ``j``'s factor blocks in the tail's columns."""
     wj = s.widths[j]
     P = jnp.zeros((s.nlevels[j] * wj * m,), dtype)
-    for i in range(s.n_bd, s.n_stages):
-        name = key_name(i, j)
-        if name in s.panel_index:
-            P = P.at[s.panel_index[name].ravel()].set(F[name].ravel(), unique_indices=True)
+    for name, jj, stages in s.panel_groups:
+        if jj == j:
+            vals = _concat([F[key_name(i, j)] for i in stages])
+            P = P.at[s.panel_index[name].ravel()].set(vals.ravel(), unique_indices=True,
+                                                      mode="promise_in_bounds")
     P = P.reshape(s.nlevels[j] * wj, m)
     S = jnp.tril(P.T @ P)
     return jnp.concatenate([S.ravel(), jnp.zeros((1,), dtype)])
 
 
-def blocked_cholesky(s: BlockStructure, diag: list, off: dict) -> BlockedFactor:
+def blocked_cholesky(s: BlockStructure, diag: list, off: dict, scale: list | None = None) -> BlockedFactor:
     """Factor ``M`` given its level-diagonal blocks and its nonzero off-diagonal blocks.
 
     ``diag[i]``: ``(nlevels[i], p_i, p_i)`` for every stage; ``off[\"i,j\"]``: ``(nnz, p_i, p_j)``
-    values on the input pattern given to :func:`analyze` (keys ``s.input_keys``).
+    values on the input pattern given to :func:`analyze` (keys ``s.input_keys``). With
+    ``scale`` (one ``(p_i, p_i)`` matrix or None, for identity, per stage), the off-diagonal
+    blocks of ``M`` are ``scale[i]' off[i,j] scale[j]`` (a congruence ``D' M D`` by the block
+    diagonal ``D`` of the scales, on the off-diagonal blocks only): blocks into the dense tail
+    are scaled there, once, instead of block by block.
     """
-    Ld, F, T = _eliminate(s, diag, off)
+    Ld, F, T = _eliminate(s, diag, off, scale)
     T = T + jnp.tril(T, -1).T
     return BlockedFactor(diag=Ld, off=F, tail=lax.linalg.cholesky(T, symmetrize_input=False))
 
@@ -195,13 +262,14 @@ cholesky_log_diagonal.defvjp(_cld_fwd, _cld_bwd)
 
 
 def blocked_log_diagonal(s: BlockStructure, diag: list, off: dict, n_trailing: int = 1,
-                         host_lapack: bool = False):
-    """``log diag L`` only (no factor kept), cheaper to differentiate than :func:`blocked_cholesky`.
+                         host_lapack: bool = False, scale: list | None = None):
+    """``log diag L`` only (no factor kept), cheaper to differentiate than :func:`blocked_cholesky`
+    (``scale`` as there).
 
     Returns ``(bd, lead, trail)``: per block-diagonal stage ``(nlevels, p)``; the sum of the
     tail's log-diagonal except its last ``n_trailing`` entries; those last entries.
     """
-    Ld, _, T = _eliminate(s, diag, off)
+    Ld, _, T = _eliminate(s, diag, off, scale)
     bd = [jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1)) for L in Ld]
     lead, trail = cholesky_log_diagonal(T, n_trailing, host_lapack)
     return bd, lead, trail

@@ -28,18 +28,30 @@ def key_name(i: int, j: int) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Update:
-    """Schur-complement update ``M[i,l] -= L[i,j] L[l,j]'`` from eliminating stage ``j``.
-
-    ``kind`` is ``"diag"`` (into the block diagonal of stage ``l == i``), ``"coo"`` (into the
-    sparse block ``(i, l)``) or ``"dense"`` (into the dense tail).
-    """
+    """Schur-complement update ``M[i,l] -= L[i,j] L[l,j]'`` from eliminating stage ``j`` into a
+    block-diagonal stage: ``kind`` is ``"diag"`` (into the block diagonal of stage ``l == i``)
+    or ``"coo"`` (into the sparse block ``(i, l)``). Updates into the dense tail are batched
+    (:class:`DenseGroup`)."""
 
     name: str
     j: int
     i: int
     l: int
     kind: str
-    permuted: bool = False  # dense: products must be permuted (``perm``) into sorted order
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseGroup:
+    """Every dense-tail update ``T[i,l] -= L[i,j] L[l,j]'`` of stage ``j`` whose blocks have one
+    width class ``(w_i, w_l)``, as one batched product: ``pa``/``pb`` index the concatenation of
+    the factor blocks ``L[i,j]`` over ``left`` (resp. ``L[l,j]`` over ``right``, stages of width
+    ``w_l``), ``dest`` the flat tail positions (sorted, after ``perm`` when ``permuted``)."""
+
+    name: str
+    j: int
+    left: tuple[int, ...]
+    right: tuple[int, ...]
+    permuted: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,11 +60,17 @@ class BlockStructure:
 
     Arrays (pytree leaves): ``rows``/``cols`` of every filled sparse block ``(i, j)`` with ``j``
     block diagonal (sorted by column, then row); ``embed`` maps the input nonzero blocks to
-    filled positions; ``tail_diag``/``tail_off`` are flat indices into the ``m x m`` tail's
-    lower triangle (entries above the diagonal go to a dump slot ``m*m``);
-    ``pa``/``pb``/``dest`` list the block pairs of every update. Dense-tail destinations are
-    sorted (directly, or after the permutation ``perm`` of the flattened products) so that the
-    scatter-add runs on sorted indices.
+    filled positions (only for the blocks of ``bd_inputs`` with fill-in); ``tail_diag``/``tail_off`` are flat indices into the ``m x m`` tail's
+    lower triangle (entries above the diagonal go to a dump slot ``m*m``), one array per width
+    class of the tail's input blocks (``tail_diag_groups``: ``(name, w, stages)``;
+    ``tail_off_groups``: ``(name, w_i, w_j, block names)``, the blocks concatenated in that
+    order); ``pa``/``pb``/``dest`` list the block pairs of every update (``updates``, and the
+    batched dense-tail updates ``dense_groups``); ``panel_index`` places a stage's factor blocks
+    of one width (``panel_groups``: ``(name, j, stages)``) in its dense panel. Dense-tail
+    destinations are sorted (directly, or after the permutation ``perm`` of the flattened
+    products) so that the scatter-add runs on sorted indices. The number of operations of the
+    numeric factorization grows with the number of stages and width classes, not with the
+    number of stage pairs.
     """
 
     rows: dict
@@ -75,6 +93,11 @@ class BlockStructure:
     input_keys: tuple = dataclasses.field(metadata=dict(static=True))
     updates: tuple = dataclasses.field(metadata=dict(static=True))
     panel_stages: tuple = dataclasses.field(default=(), metadata=dict(static=True))
+    tail_diag_groups: tuple = dataclasses.field(default=(), metadata=dict(static=True))
+    tail_off_groups: tuple = dataclasses.field(default=(), metadata=dict(static=True))
+    panel_groups: tuple = dataclasses.field(default=(), metadata=dict(static=True))
+    dense_groups: tuple = dataclasses.field(default=(), metadata=dict(static=True))
+    bd_inputs: tuple = dataclasses.field(default=(), metadata=dict(static=True))
 
     @property
     def n_stages(self) -> int:
@@ -90,7 +113,8 @@ jax.tree_util.register_dataclass(
                  "panel_index"],
     meta_fields=[
         "nlevels", "widths", "n_bd", "tail_offsets", "m", "bd_keys", "tail_keys", "input_keys",
-        "updates", "panel_stages",
+        "updates", "panel_stages", "tail_diag_groups", "tail_off_groups", "panel_groups",
+        "dense_groups", "bd_inputs",
     ],
 )
 
@@ -206,7 +230,7 @@ def analyze(
         return offsets[i - n_bd]
 
     rows, cols, embed = {}, {}, {}
-    bd_keys = []
+    bd_keys, bd_inputs = [], []
     for j in range(n_bd):
         for i in range(j + 1, K):
             if (i, j) not in pat:
@@ -222,25 +246,35 @@ def analyze(
                 r0, c0 = (np.asarray(x, dtype=np.int64) for x in offdiag[(i, j)])
                 lin = c * nlevels[i] + r
                 pos = np.searchsorted(lin, c0 * nlevels[i] + r0)
-                embed[name] = pos.astype(np.int32)
+                bd_inputs.append(name)
+                if not np.array_equal(pos, np.arange(len(lin))):  # fill-in or another order
+                    embed[name] = pos.astype(np.int32)
 
-    tail_diag = {}
-    for i in tail_stages:
-        p = widths[i]
-        base = toff(i) + np.arange(nlevels[i])[:, None] * p + np.arange(p)[None, :]  # (l, p)
-        tail_diag[str(i)] = _lower_only((base[:, :, None] * m + base[:, None, :]).astype(flat_dtype), m)
-    tail_off, tail_keys = {}, []
+    # the tail's input blocks, batched by width class: one scatter per class, not per block
+    tail_diag, diag_groups = {}, []
+    for w in sorted({widths[i] for i in tail_stages}):
+        stages = tuple(i for i in tail_stages if widths[i] == w)
+        base = np.concatenate([toff(i) + np.arange(nlevels[i])[:, None] * w + np.arange(w)[None, :]
+                               for i in stages])  # (levels, w)
+        name = str(len(diag_groups))
+        tail_diag[name] = _lower_only((base[:, :, None] * m + base[:, None, :]).astype(flat_dtype), m)
+        diag_groups.append((name, w, stages))
     input_keys = tuple(sorted(k for k in offdiag if len(offdiag[k][0])))
-    for (i, j) in input_keys:
-        if j < n_bd:
-            continue
-        r0, c0 = (np.asarray(x, dtype=np.int64) for x in offdiag[(i, j)])
-        ri = toff(i) + r0[:, None] * widths[i] + np.arange(widths[i])[None, :]
-        cj = toff(j) + c0[:, None] * widths[j] + np.arange(widths[j])[None, :]
-        tail_off[key_name(i, j)] = (ri[:, :, None] * m + cj[:, None, :]).astype(flat_dtype)
-        tail_keys.append((i, j))
+    tail_keys = tuple((i, j) for (i, j) in input_keys if j >= n_bd)
+    tail_off, off_groups = {}, []
+    for wi, wj in sorted({(widths[i], widths[j]) for (i, j) in tail_keys}):
+        keys = tuple((i, j) for (i, j) in tail_keys if (widths[i], widths[j]) == (wi, wj))
+        idx = []
+        for (i, j) in keys:
+            r0, c0 = (np.asarray(x, dtype=np.int64) for x in offdiag[(i, j)])
+            ri = toff(i) + r0[:, None] * wi + np.arange(wi)[None, :]
+            cj = toff(j) + c0[:, None] * wj + np.arange(wj)[None, :]
+            idx.append(ri[:, :, None] * m + cj[:, None, :])
+        name = str(len(off_groups))
+        tail_off[name] = np.concatenate(idx).astype(flat_dtype)
+        off_groups.append((name, wi, wj, tuple(key_name(i, j) for (i, j) in keys)))
 
-    panel_index, panel_stages = {}, []
+    panel_index, panel_stages, panel_groups = {}, [], []
     for j in range(n_bd):
         tail_blocks = [i for i in tail_stages if (i, j) in pat]
         if not tail_blocks or m == 0:
@@ -259,16 +293,22 @@ def analyze(
             continue
         panel_stages.append(j)
         pdtype = _index_dtype(entries)
-        for i in tail_blocks:
-            name = key_name(i, j)
-            r, c = rows[name].astype(np.int64), cols[name].astype(np.int64)
-            wi, wj = widths[i], widths[j]
-            # P[c, b, toff(i) + r*wi + a] = L[i,j] block (a, b)
-            idx = (c[:, None, None] * wj * m + np.arange(wj)[None, None, :] * m
-                   + toff(i) + r[:, None, None] * wi + np.arange(wi)[None, :, None])
-            panel_index[name] = idx.astype(pdtype)
+        wj = widths[j]
+        for wi in sorted({widths[i] for i in tail_blocks}):
+            stages = tuple(i for i in tail_blocks if widths[i] == wi)
+            idx = []
+            for i in stages:
+                name = key_name(i, j)
+                r, c = rows[name].astype(np.int64), cols[name].astype(np.int64)
+                # P[c, b, toff(i) + r*wi + a] = L[i,j] block (a, b)
+                idx.append(c[:, None, None] * wj * m + np.arange(wj)[None, None, :] * m
+                           + toff(i) + r[:, None, None] * wi + np.arange(wi)[None, :, None])
+            gname = f"{j}:{wi}"
+            panel_index[gname] = np.concatenate(idx).astype(pdtype)
+            panel_groups.append((gname, j, stages))
 
     pa, pb, dest, perm, updates = {}, {}, {}, {}, []
+    dense_parts: dict = {}  # (j, wi, wl) -> per update (i, l, a, b, flat destinations)
     for j in range(n_bd):
         for l in range(j + 1, K):
             if (l, j) not in pat:
@@ -292,33 +332,48 @@ def analyze(
                 if l < n_bd:
                     lin_il = cols[key_name(i, l)].astype(np.int64) * nlevels[i] + rows[key_name(i, l)]
                     d = np.searchsorted(lin_il, rb * nlevels[i] + ra).astype(np.int32)
-                    kind = "coo"
-                else:
-                    if i == l:
-                        keep = ra >= rb
-                        a, b, ra, rb = a[keep], b[keep], ra[keep], rb[keep]
-                    ri = toff(i) + ra[:, None] * widths[i] + np.arange(widths[i])[None, :]
-                    rl = toff(l) + rb[:, None] * widths[l] + np.arange(widths[l])[None, :]
-                    d = _lower_only((ri[:, :, None] * m + rl[:, None, :]).astype(flat_dtype), m)
-                    if widths[i] * widths[l] == 1:
-                        order = np.argsort(d.ravel())
-                        a, b, d = a[order], b[order], d[order]
-                        permuted = False
-                    else:
-                        order = np.argsort(d.ravel())
-                        perm[name] = order.astype(_index_dtype(order.shape[0]))
-                        d = d.ravel()[order]
-                        permuted = True
                     pa[name], pb[name], dest[name] = a.astype(np.int32), b.astype(np.int32), d
-                    updates.append(Update(name, j, i, l, "dense", permuted))
+                    updates.append(Update(name, j, i, l, "coo"))
                     continue
-                pa[name], pb[name], dest[name] = a.astype(np.int32), b.astype(np.int32), d
-                updates.append(Update(name, j, i, l, kind))
+                if i == l:
+                    keep = ra >= rb
+                    a, b, ra, rb = a[keep], b[keep], ra[keep], rb[keep]
+                ri = toff(i) + ra[:, None] * widths[i] + np.arange(widths[i])[None, :]
+                rl = toff(l) + rb[:, None] * widths[l] + np.arange(widths[l])[None, :]
+                d = _lower_only((ri[:, :, None] * m + rl[:, None, :]).astype(flat_dtype), m)
+                dense_parts.setdefault((j, widths[i], widths[l]), []).append((i, l, a, b, d))
+
+    # dense-tail updates of one stage, batched by width class: the factor blocks of the stage are
+    # concatenated by width (in stage order), and every pair product of the class is gathered,
+    # multiplied and scatter-added at once, on destinations sorted (directly, or after the
+    # permutation ``perm`` of the flattened products)
+    dense_groups = []
+    for (j, wi, wl), parts in dense_parts.items():
+        left = tuple(i for i in tail_stages if (i, j) in pat and widths[i] == wi)
+        right = tuple(i for i in tail_stages if (i, j) in pat and widths[i] == wl)
+        start_l = dict(zip(left, np.cumsum([0] + [len(rows[key_name(i, j)]) for i in left])))
+        start_r = dict(zip(right, np.cumsum([0] + [len(rows[key_name(i, j)]) for i in right])))
+        a = np.concatenate([start_l[i] + p[2] for p in parts for i in [p[0]]])
+        b = np.concatenate([start_r[l] + p[3] for p in parts for l in [p[1]]])
+        d = np.concatenate([p[4] for p in parts])
+        order = np.argsort(d.ravel(), kind="stable")
+        name = f"dense:{j}:{wi},{wl}"
+        if wi * wl == 1:
+            a, b, d = a[order], b[order], d[order]
+            permuted = False
+        else:
+            perm[name] = order.astype(_index_dtype(order.shape[0]))
+            d = d.ravel()[order]
+            permuted = True
+        pa[name], pb[name], dest[name] = a.astype(np.int32), b.astype(np.int32), d
+        dense_groups.append(DenseGroup(name, j, left, right, permuted))
 
     return BlockStructure(
         rows=rows, cols=cols, embed=embed, tail_diag=tail_diag, tail_off=tail_off,
         pa=pa, pb=pb, dest=dest, perm=perm, panel_index=panel_index,
         nlevels=nlevels, widths=widths, n_bd=n_bd, tail_offsets=tuple(offsets), m=m,
-        bd_keys=tuple(bd_keys), tail_keys=tuple(tail_keys), input_keys=input_keys,
+        bd_keys=tuple(bd_keys), tail_keys=tail_keys, input_keys=input_keys,
         updates=tuple(updates), panel_stages=tuple(panel_stages),
+        tail_diag_groups=tuple(diag_groups), tail_off_groups=tuple(off_groups),
+        panel_groups=tuple(panel_groups), dense_groups=tuple(dense_groups), bd_inputs=tuple(bd_inputs),
     )

@@ -72,7 +72,7 @@ def test_blocked_cholesky_matches_dense(nlevels, widths, n, nest, panel):
     M, diag, offd, vals, offs = random_blocked(rng, nlevels, widths, n, nest)
     s = analyze(nlevels, widths, offd, panel=panel)
     if panel and s.n_bd:
-        assert s.panel_stages and not any(u.kind == "dense" for u in s.updates)
+        assert s.panel_stages and not s.dense_groups
     if nest and nest.get(1) == 0:
         assert s.n_bd >= 2  # nested stage kept block diagonal
     with jax.enable_x64(True):
@@ -149,4 +149,63 @@ def test_automatic_tail_update_choice(monkeypatch):
     assert analyze(nlevels, widths, offd).panel_stages == ()
     monkeypatch.setattr(structure, "PAIRS_MAX_ENTRIES", 10)
     s = analyze(nlevels, widths, offd)
-    assert s.panel_stages == (0,) and not any(u.kind == "dense" for u in s.updates)
+    assert s.panel_stages == (0,) and not s.dense_groups
+
+
+@pytest.mark.parametrize("panel", [False, True], ids=["pairs", "panel"])
+@pytest.mark.parametrize("nlevels,widths,n,nest", CASES)
+def test_scaled_off_diagonal_blocks(nlevels, widths, n, nest, panel):
+    """``scale``: the off-diagonal blocks are ``S_i' B_ij S_j`` (scaled in the dense tail at
+    once): the factor of ``D'(M - I)D + I`` (``D`` block diagonal of the scales), the same as
+    scaling every block first, in value and gradient."""
+    from jaxlmm.kernels.cholesky import blocked_log_diagonal
+
+    rng = np.random.default_rng(sum(nlevels) + 7 * n)
+    M, diag, offd, vals, offs = random_blocked(rng, nlevels, widths, n, nest)
+    s = analyze(nlevels, widths, offd, panel=panel)
+    scales = [0.4 * rng.normal(size=(w, w)) + np.eye(w) for w in widths[:-1]] + [None]
+
+    def blocks(S):
+        off = {}
+        for name, v in vals.items():
+            i, j = map(int, name.split(","))
+            if S[i] is not None:
+                v = jnp.einsum("ba,kbc->kac", S[i], v)
+            if S[j] is not None:
+                v = jnp.einsum("kac,cd->kad", v, S[j])
+            off[name] = v
+        return off
+
+    def diagonal(S):
+        return [jnp.asarray(d) if Si is None else
+                jnp.einsum("ba,lbc,cd->lad", Si, d - np.eye(d.shape[-1]), Si) + jnp.eye(d.shape[-1])
+                for d, Si in zip(diag, S)]
+
+    def total(parts):
+        bd, lead, trail = parts
+        return sum(jnp.sum(b) for b in bd) + lead + jnp.sum(trail)
+
+    with jax.enable_x64(True):
+        raw = {k: jnp.asarray(v) for k, v in vals.items()}
+        S = [None if x is None else jnp.asarray(x) for x in scales]
+        a, ga = jax.value_and_grad(lambda S: total(blocked_log_diagonal(s, diagonal(S), blocks(S), 1)))(S)
+        b, gb = jax.value_and_grad(lambda S: total(blocked_log_diagonal(s, diagonal(S), raw, 1, scale=S)))(S)
+        f1 = blocked_cholesky(s, diagonal(S), blocks(S))
+        f2 = blocked_cholesky(s, diagonal(S), raw, S)
+    assert float(a) == pytest.approx(float(b), rel=1e-12)
+    for x, y in zip(ga[:-1], gb[:-1]):
+        np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(np.asarray(f2.tail), np.asarray(f1.tail), rtol=1e-11, atol=1e-12)
+    for k in f1.off:
+        np.testing.assert_allclose(np.asarray(f2.off[k]), np.asarray(f1.off[k]), rtol=1e-11, atol=1e-12)
+    D = np.zeros_like(M)
+    for i, Si in enumerate(scales):
+        for r in range(nlevels[i]):
+            a0 = offs[i] + r * widths[i]
+            D[a0:a0 + widths[i], a0:a0 + widths[i]] = np.eye(widths[i]) if Si is None else Si
+    Ld = np.linalg.cholesky(D.T @ (M - np.eye(len(M))) @ D + np.eye(len(M)))
+    np.testing.assert_allclose(np.log(np.diag(np.asarray(f2.tail))), np.log(np.diag(Ld)[offs[s.n_bd]:]),
+                               rtol=1e-10, atol=1e-12)
+    for j in range(s.n_bd):
+        got = np.log(np.diagonal(np.asarray(f2.diag[j]), axis1=1, axis2=2)).ravel()
+        np.testing.assert_allclose(got, np.log(np.diag(Ld)[offs[j]:offs[j + 1]]), rtol=1e-10)
