@@ -165,7 +165,7 @@ def _fit_theta_newton_tr():
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxlmm import fit as F
+    from jaxlmm import finish as F
     from jaxlmm.covariance import diagonal_mask, rectify, theta_start
     from jaxlmm.objective import objective
     from jaxlmm.trust_region import minimize_trust_region
@@ -187,15 +187,17 @@ def _fit_theta_newton_tr():
         if small.any():
             t2 = theta.copy()
             t2[small] = 0.0
-            f2, g2 = F._value_and_grad(jnp.asarray(t2), M)
+            f2, g2 = jax.jit(jax.value_and_grad(objective))(jnp.asarray(t2), M)
             n_evals += 1
             if float(f2) <= f + 1e-9 * (1.0 + abs(f)):
                 theta, f, g = t2, float(f2), np.asarray(g2)
         status = int(r.status)
         gmax = float(np.max(np.abs(g[~small]))) if (~small).any() else 0.0
         converged = status == 0 or (status in (1, 3) and gmax <= F.CONVERGED_GRAD * max(1.0, abs(f)) ** 0.5)
-        return F.ThetaFit(theta=theta, objective=f, grad=g, n_iter=int(r.n_iter), n_evals=n_evals,
-                          status=status, converged=converged, message=F._MESSAGES.get(status, "unknown"),
+        from jaxlmm.fit import ThetaFit
+
+        return ThetaFit(theta=theta, objective=f, grad=g, n_iter=int(r.n_iter), n_evals=n_evals,
+                          status=status, converged=converged, message=F.message(status),
                           singular=bool(np.any(theta[diag] < F.SINGULAR_TOL)))
 
     return fit_theta

@@ -16,7 +16,8 @@ import numpy as np
 
 from .arguments import optional_positive_int, positive_int
 from .covariance import diagonal_mask, rectify
-from .fit import CONVERGED_GRAD, GTOL
+from . import finish
+from .finish import GTOL
 from .model import LmerModel, with_response
 from .objective import ModelArrays, factor, objective
 from .optimize import minimize_bfgs
@@ -98,9 +99,8 @@ def fit_many(model: LmerModel, Y: np.ndarray, theta0: np.ndarray, reml: bool, ba
         r2["n_evals"] = r2["n_evals"] + r["n_evals"][idx]
         for k in FIELDS:
             r[k][idx] = r2[k]
-    fmax = np.maximum(1.0, np.abs(r["objective"]))
     gmax = np.max(np.abs(r["grad"]), axis=1) if r["grad"].shape[1] else np.zeros(B)
-    r["converged"] = (r["status"] == 0) | (np.isin(r["status"], (1, 3)) & (gmax <= CONVERGED_GRAD * np.sqrt(fmax)))
+    r["converged"] = finish.converged(r["status"], gmax, r["objective"])
     return r
 
 

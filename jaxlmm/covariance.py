@@ -84,3 +84,41 @@ def rectify(theta: np.ndarray, specs) -> tuple[np.ndarray, np.ndarray]:
 
 def diagonal_mask(specs) -> np.ndarray:
     return np.concatenate([np.array(s.diagonal, dtype=bool) for s in specs] + [np.zeros(0, bool)])
+
+
+def theta_names(terms) -> list[str]:
+    """lme4-style names of theta entries of random-effects ``terms`` (each with ``name``,
+    ``width``, ``uncorrelated``, ``column_names``): ``g.x`` on the diagonal, ``g.x.z`` below."""
+    names = []
+    for t in terms:
+        spec = template_spec(t.width, t.uncorrelated)
+        for r, c in zip(spec.rows, spec.cols):
+            cn = t.column_names
+            names.append(f"{t.name}.{cn[r]}" if r == c else f"{t.name}.{cn[r]}.{cn[c]}")
+    return names
+
+
+def check_theta(values, specs, names, what: str = "start") -> np.ndarray:
+    """A starting theta given by the user, validated before any computation: numbers, one per
+    theta parameter (lme4's order, ``names``), finite, and inside the parameter space (diagonal
+    template entries, ratios of standard deviations, are >= 0 as lme4's lower bounds say)."""
+    from .errors import ArgumentError
+
+    try:
+        theta = np.asarray(values, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise ArgumentError(f"{what} must be numbers (theta in lme4's order), got {values!r}") from None
+    k = sum(s.size for s in specs)
+    if theta.shape[0] != k:
+        raise ArgumentError(f"{what} has {theta.shape[0]} values; this model has {k} theta parameters "
+                            f"({', '.join(names)})")
+    bad = ~np.isfinite(theta)
+    if bad.any():
+        j = int(np.nonzero(bad)[0][0])
+        raise ArgumentError(f"{what}[{j}] ({names[j]}) is {theta[j]}: start values must be finite")
+    neg = diagonal_mask(specs) & (theta < 0)
+    if neg.any():
+        j = int(np.nonzero(neg)[0][0])
+        raise ArgumentError(f"{what}[{j}] ({names[j]}) is {theta[j]:g}: a diagonal template entry (a ratio of "
+                            "standard deviations) must be >= 0")
+    return theta

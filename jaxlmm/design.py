@@ -102,6 +102,9 @@ def r_style_name(name: str) -> str:
     return re.sub(r"\[([^\]]*)\]", r"\1", name)
 
 
+MAX_MAGNITUDE = 1e150  # beyond this, sums of squares over the rows overflow float64
+
+
 def model_matrix(expr, frame: pd.DataFrame, what: str, label: str, encoding: Encoding) -> tuple[np.ndarray, list[str], Any]:
     """``(matrix, R-style names, formulaic ModelSpec)`` of ``expr`` (formulaic code, or the
     ModelSpec of an earlier fit to encode new data the same way) on ``frame`` (built by
@@ -125,6 +128,11 @@ def model_matrix(expr, frame: pd.DataFrame, what: str, label: str, encoding: Enc
     if bad.any():
         col = names[int(np.nonzero(bad.any(axis=0))[0][0])]
         raise DataError(f"{what} {label}: column {col!r} has non-finite values (e.g. log of a non-positive number)")
+    huge = np.abs(arr) > MAX_MAGNITUDE
+    if huge.any():
+        col = names[int(np.nonzero(huge.any(axis=0))[0][0])]
+        raise DataError(f"{what} {label}: column {col!r} has values beyond {MAX_MAGNITUDE:g} in size, whose products "
+                        "overflow float64: rescale it")
     return arr, names, mm.model_spec
 
 
@@ -472,6 +480,9 @@ def build_design(formula: str | ParsedFormula, data: Any, *, weights=None, offse
         y = col.to_numpy(dtype=np.float64)
         if not np.isfinite(y).all():
             raise DataError(f"response column {code.response_column!r} has infinite values")
+        if np.abs(y).max() > MAX_MAGNITUDE:
+            raise DataError(f"response column {code.response_column!r} has values beyond {MAX_MAGNITUDE:g} in size, "
+                            "whose squares overflow float64: rescale it")
     else:
         response = pf.response
         y = one_column(code.response, "response", repr(pf.response))

@@ -11,112 +11,149 @@ the spherical random effects ``u`` (``b = Lambda u``); ``sigma^2 = r^2 / nu``;
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import finish
 from .covariance import diagonal_mask, rectify, templates_np, theta_start
+from .errors import FitError
+from .finish import GTOL, SINGULAR_TOL
 from .kernels import diagonal_blocks_of_inverse, solve_lower_transpose
 from .objective import ModelArrays, factor, objective
-from .optimize import minimize_bfgs
-
-SINGULAR_TOL = 1e-4  # lme4's isSingular tolerance on the diagonal of the templates
-GTOL = 1e-6
-# a search stopped by the objective-change or rounding rule counts as converged when
-# max |gradient| <= CONVERGED_GRAD * sqrt(max(1, |objective|)) (the gradient's rounding noise
-# grows with the objective's size: about 3e-3 for InstEval's 2.4e5)
-CONVERGED_GRAD = 1e-3
+from .optimize import bfgs_init, bfgs_result, bfgs_run, run_in_chunks
+from .residual import rside_objective
 
 
-@functools.partial(jax.jit, static_argnames=("gtol", "max_iter"))
-def _bfgs(theta0, M: ModelArrays, gtol: float = GTOL, max_iter: int = 1000):
-    return minimize_bfgs(objective, theta0, M, gtol=gtol, max_iter=max_iter)
+def _internal_objective(x, d, M: ModelArrays, R):
+    """The criterion at ``theta = x * d`` (``d``: :func:`theta_scale`; ones for residual-structure
+    parameters, which follow theta when ``R`` is given)."""
+    if R is None:
+        return objective(x * d, M)
+    return rside_objective(x * d, M, R)
 
 
-_value_and_grad = jax.jit(jax.value_and_grad(objective))
+def _extra_points(x, diag):
+    """The snapped optimum, then ``x + h_i e_i`` for the one-sided Hessian (:mod:`jaxlmm.finish`)."""
+    return jnp.concatenate([finish.snap_points(x, diag)[None], x[None] + jnp.diag(finish.fd_step(x))])
 
 
-def _rside_objective(x, M, R):
-    from .residual import rside_objective
-
-    return rside_objective(x, M, R)
-
-
-@functools.partial(jax.jit, static_argnames=("gtol", "max_iter"))
-def _bfgs_rside(x0, M: ModelArrays, R, gtol: float = GTOL, max_iter: int = 1000):
-    return minimize_bfgs(_rside_objective, x0, M, R, gtol=gtol, max_iter=max_iter)
-
-
-_value_and_grad_rside = jax.jit(jax.value_and_grad(_rside_objective))
+@jax.jit
+def _theta_program(carry, budget, d, diag, M: ModelArrays, R, max_iter):
+    """One chunk of the BFGS loop over the internal parameters (resumable: see
+    :func:`jaxlmm.optimize.run_in_chunks`); after the search, the :func:`_extra_points`."""
+    return bfgs_run(_internal_objective, carry, d, M, R, budget=budget, gtol=GTOL, max_iter=max_iter,
+                    extra_points=lambda x: _extra_points(x, diag))
 
 
 @dataclasses.dataclass(frozen=True)
 class ThetaFit:
     theta: np.ndarray
     objective: float
-    grad: np.ndarray
+    grad: np.ndarray  # the gradient in the internal parameters x = theta / d (scale-free)
     n_iter: int
     n_evals: int
     status: int
     converged: bool
     message: str
-    singular: bool  # lme4's isSingular: a diagonal template entry below SINGULAR_TOL
+    singular: bool  # lme4's isSingular: a diagonal template entry below SINGULAR_TOL (internal scale)
+    hessian_min_eig: float = float("nan")  # smallest curvature at the optimum off the boundary
+    restarts: int = 0  # restarts from a lower point found near a stationary start or a saddle
 
 
-_MESSAGES = {
-    0: "gradient tolerance reached",
-    1: "no further decrease possible (rounding level)",
-    2: "iteration limit reached",
-    3: "relative change of the objective below tolerance",
-}
+def _run(x0: np.ndarray, d, diag, M, R, max_iter):
+    m = 1 + x0.shape[0]
+    carry = bfgs_init(_internal_objective, np.asarray(x0, np.float64), d, M, R, n_extra=m)
+    carry = run_in_chunks(_theta_program, carry, d, diag, M, R, max_iter)
+    return bfgs_result(carry)
+
+
+def _value(x: np.ndarray, d, diag, M, R, max_iter) -> float:
+    """The criterion at ``x`` through the same compiled program (one evaluation, nothing new to
+    compile)."""
+    carry = bfgs_init(_internal_objective, np.asarray(x, np.float64), d, M, R, n_extra=1 + x.shape[0])
+    carry = _theta_program(carry, np.asarray(1), d, diag, M, R, max_iter)
+    return float(carry.s.f)
 
 
 def fit_theta(M: ModelArrays, theta0: np.ndarray | None = None, max_iter: int = 1000,
-              rside=None) -> ThetaFit:
+              rside=None, scale: np.ndarray | None = None) -> ThetaFit:
     """Minimise the profiled objective over theta from ``theta0`` (call under float64).
+
+    The optimiser works on ``x = theta / d`` with ``d = scale`` (per theta entry: one over the
+    root mean square of its term column, :meth:`jaxlmm.model.LmerModel.theta_scale`), so that
+    rescaling a covariate leaves its path unchanged; theta is reported on the user's scale.
 
     With ``rside`` (:class:`jaxlmm.residual.RSideArrays`) the vector also holds the residual
     structure's unconstrained parameters after theta (``theta0`` then includes them), and the
-    returned ``theta`` does too."""
-    x0 = theta_start(M.specs) if theta0 is None else np.asarray(theta0, dtype=np.float64)
-    if x0.shape[0] == 0:  # nothing to optimise (gls with iid errors)
-        f = float(objective(jnp.zeros(0), M))
-        return ThetaFit(theta=x0, objective=f, grad=x0, n_iter=0, n_evals=1, status=0,
-                        converged=True, message=_MESSAGES[0], singular=False)
-    if rside is None:
-        r = _bfgs(jnp.asarray(x0), M, max_iter=max_iter)
-        args, vg = (M,), _value_and_grad
-    else:
-        r = _bfgs_rside(jnp.asarray(x0), M, rside, max_iter=max_iter)
-        args, vg = (M, rside), _value_and_grad_rside
-    x = np.asarray(r.x)
+    returned ``theta`` does too. The end is checked by :mod:`jaxlmm.finish`: snapped to the
+    boundary where no worse, probed for a stationary start or a saddle (and restarted from a
+    lower point found), refused when not finite."""
+    t0 = theta_start(M.specs) if theta0 is None else np.asarray(theta0, dtype=np.float64)
     k = sum(s.size for s in M.specs)
-    theta, sign = rectify(x[:k], M.specs)
+    if t0.shape[0] == 0:  # nothing to optimise (gls with iid errors)
+        f = float(objective(jnp.zeros(0), M))
+        if not np.isfinite(f):
+            raise FitError("the objective is not finite: check the response and weights for extreme values")
+        return ThetaFit(theta=t0, objective=f, grad=t0, n_iter=0, n_evals=1, status=0,
+                        converged=True, message=finish.message(0), singular=False)
+    dv = np.ones(t0.shape[0])
+    if scale is not None:
+        dv[:k] = scale
+    diag_np = np.concatenate([diagonal_mask(M.specs), np.zeros(t0.shape[0] - k, bool)])
+    d, diag, mi = dv, diag_np, np.asarray(int(max_iter))
+    x0 = t0 / dv
+    n_evals, n_iter, restarts = 0, 0, 0
+    while True:
+        r = _run(x0, d, diag, M, rside, mi)
+        n_evals += int(r.nfev) + x0.shape[0] + 1
+        n_iter += int(r.n_iter)
+        status = int(r.status)
+        if status == 4:
+            if restarts:  # pragma: no cover - restarts begin at finite points
+                raise FitError("the objective is not finite at a restart point")
+            raise FitError(f"the objective is not finite at the starting values (theta = {np.round(t0, 6).tolist()}): "
+                           "give finite, moderate start values")
+        x, f, g = np.asarray(r.x), float(r.fun), np.asarray(r.grad)
+        h = finish.fd_step(x)
+        H = finish.forward_hessian(np.asarray(r.extra_g[1:]), g, h)
+        small = diag_np & (np.abs(x) < SINGULAR_TOL)
+        snapped = small.any() and finish.snap_ok(float(r.extra_f[0]), f)
+        free = ~small if snapped else np.ones_like(small)
+        lam, _ = finish.min_eigen(H, free)
+        saddle = finish.negative_curvature(lam, H, free)
+        if restarts < finish.MAX_RESTARTS and np.isfinite(f) and status != 2:  # (not at the iteration limit)
+            pts = finish.escape_points(x, x0, g, H, free)
+            vals = [_value(p, d, diag, M, rside, mi) for p in pts]
+            n_evals += len(vals)
+            best = int(np.argmin(vals)) if vals else -1
+            if best >= 0 and finish.better(vals[best], f):
+                x0, restarts = pts[best], restarts + 1
+                continue
+            saddle = False  # no lower point along the suspect directions: curvature noise
+        break
+    if snapped:
+        x, f, g = np.where(small, 0.0, x), float(r.extra_f[0]), np.asarray(r.extra_g[0])
+    else:
+        small = np.zeros_like(small)
+    if not (np.isfinite(f) and np.all(np.isfinite(x))):
+        raise FitError("the fit ended at a point where the objective is not finite; check the data for extreme "
+                       "values or give other start values")
+    singular = bool(np.any(np.abs(x[diag_np]) < SINGULAR_TOL))
+    theta, sign = rectify((x * dv)[:k], M.specs)
     theta = np.concatenate([theta, x[k:]])
     sign = np.concatenate([sign, np.ones(len(x) - k)])
-    f = float(r.fun)
     # the objective is even in the sign of each template column: flip the gradient with it
-    g = np.asarray(r.grad) * sign
-    n_evals = int(r.nfev)
-    # snap boundary values (tiny diagonal template entries) to exactly zero when that is no worse
-    diag = np.concatenate([diagonal_mask(M.specs), np.zeros(len(x) - k, bool)])
-    small = diag & (np.abs(theta) < SINGULAR_TOL)
-    if small.any():
-        t2 = theta.copy()
-        t2[small] = 0.0
-        f2, g2 = vg(jnp.asarray(t2), *args)
-        n_evals += 1
-        if float(f2) <= f + 1e-9 * (1.0 + abs(f)):
-            theta, f, g = t2, float(f2), np.asarray(g2)
-    status = int(r.status)
+    g = g * sign
     gmax = float(np.max(np.abs(g[~small]))) if (~small).any() else 0.0
-    converged = status == 0 or (status in (1, 3) and gmax <= CONVERGED_GRAD * max(1.0, abs(f)) ** 0.5)
+    ok = bool(finish.converged(status, gmax, f)) and not saddle
+    msg = finish.message(status)
+    if saddle:
+        msg += "; the Hessian has a negative eigenvalue there (a saddle point, not a minimum)"
     return ThetaFit(
-        theta=theta, objective=f, grad=g, n_iter=int(r.n_iter), n_evals=n_evals,
-        status=status, converged=converged, message=_MESSAGES.get(status, "unknown"),
-        singular=bool(np.any(theta[diag] < SINGULAR_TOL)),
+        theta=theta, objective=f, grad=g, n_iter=n_iter, n_evals=n_evals, status=status, converged=ok,
+        message=msg, singular=singular, hessian_min_eig=lam, restarts=restarts,
     )
 
 
@@ -169,7 +206,8 @@ def conditional_estimates(theta: np.ndarray, M: ModelArrays) -> Conditional:
             u.append(x_tail[o : o + s.nlevels[i] * s.widths[i]].reshape(s.nlevels[i], s.widths[i]))
     beta = x_tail[mz : mz + p].copy()
     r2 = tail[-1, -1] ** 2
-    nu = M.n - p if M.reml else M.n
+    n = float(M.n)
+    nu = n - p if M.reml else n
     sigma2 = r2 / nu
     if p:
         LXinv = np.linalg.inv(np.tril(tail[mz : mz + p, mz : mz + p]))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 import time
 import warnings
 from typing import Any
@@ -25,13 +24,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import pirls
-from .covariance import diagonal_mask, rectify, template_spec, templates_np, theta_start
+from .covariance import (check_theta, diagonal_mask, rectify, template_spec, templates_np, theta_names,
+                         theta_start)
 from .design import Design, build_design
-from .errors import ArgumentError, DataError, FitError, FitWarning, FormulaError
+from .errors import ArgumentError, FitError, FitWarning, FormulaError
 from .family import Family, family as make_family
-from .fit import CONVERGED_GRAD, SINGULAR_TOL
-from .frames import as_frame, column_names
-from .optimize import minimize_bfgs
+from . import finish
+from .arguments import positive_int
+from .finish import SINGULAR_TOL, fd_step
+from .formula import parse_formula
+from .optimize import bfgs_init, bfgs_result, bfgs_run, minimize_bfgs, run_in_chunks
 from .precision import float64
 from .progress import logger
 
@@ -75,24 +77,65 @@ class GlmmModel:
     def has_rows(self) -> bool:
         return True
 
+    def x_scale(self) -> np.ndarray:
+        """Per entry of ``x = (theta, beta[, log phi])`` the factor ``d`` of the optimiser's
+        internal parameters ``x / d``: for theta one over the root mean square of its template
+        row's column of ``Z_i``, for beta one over the root mean square of its column of ``X``
+        (1 for a zero column, and for ``log phi``), so that rescaling a covariate leaves the
+        optimiser's path unchanged."""
+        d = self.design
+
+        def inv_rms(cols: np.ndarray) -> np.ndarray:
+            rms = np.sqrt(np.mean(cols * cols, axis=0)) if cols.shape[0] else np.ones(cols.shape[1])
+            return 1.0 / np.where(np.isfinite(rms) & (rms > 0), rms, 1.0)
+
+        out = []
+        for t, spec in zip(d.terms, self.specs):
+            s = inv_rms(t.columns)
+            out.extend(s[r] for r in spec.rows)
+        out.extend(inv_rms(d.X))
+        if not self.family.scale_free:
+            out.append(1.0)
+        return np.asarray(out, dtype=np.float64)
+
+    @property
+    def n_padded(self) -> int:
+        """The row count of the device arrays (:func:`jaxlmm.pirls.row_bucket`)."""
+        return pirls.row_bucket(self.n)
+
+    def pad_response(self, Y: np.ndarray) -> np.ndarray:
+        """Responses ``(n,)`` or ``(B, n)`` padded to :attr:`n_padded` rows (last axis)."""
+        y_pad, _ = pirls.padding_values(self.family)
+        Y = np.asarray(Y, dtype=np.float64)
+        extra = self.n_padded - Y.shape[-1]
+        return np.concatenate([Y, np.full(Y.shape[:-1] + (extra,), y_pad)], axis=-1) if extra > 0 else Y
+
+    def pad_eta(self, eta: np.ndarray) -> np.ndarray:
+        """A linear predictor ``(n,)`` padded with the padding rows' value."""
+        _, off_pad = pirls.padding_values(self.family)
+        return pirls.pad(np.asarray(eta, dtype=np.float64), self.n_padded, off_pad)
+
+    def mean(self, eta: np.ndarray) -> np.ndarray:
+        """``mu = g^{-1}(eta)`` for the rows' ``eta (n,)``, evaluated on the padded rows (one small
+        program per row bucket, not per row count)."""
+        with float64():
+            return np.asarray(self.family.link.inverse(jnp.asarray(self.pad_eta(eta))))[: len(eta)]
+
     def arrays(self, y: np.ndarray | None = None) -> pirls.GlmmArrays:
-        """Device arrays (call under ``float64()``); cached for the fitted response."""
+        """Device arrays (call under ``float64()``), rows padded to :attr:`n_padded` (weight 0:
+        they add nothing); cached for the fitted response."""
         if y is None and "G" in self._cache:
             return self._cache["G"]
         d = self.design
         G = pirls.glmm_arrays([t.codes for t in d.terms], [t.columns for t in d.terms], d.X,
-                              d.y if y is None else y, d.weights, d.offset, self.specs, self.family)
+                              d.y if y is None else y, d.weights, d.offset, self.specs, self.family,
+                              n_pad=self.n_padded)
         if y is None:
             self._cache["G"] = G
         return G
 
 
 # --- the compiled program (one per model structure and nagq) ------------------------------------
-
-
-def fd_step(x):
-    """Step of the central differences of the gradient: ``1e-4 (1 + |x_i|)`` (numpy or jax)."""
-    return 1e-4 * (1.0 + abs(x))
 
 
 def _hessian_points(x, diag_mask, snap_tol):
@@ -123,7 +166,32 @@ def fit_core(x0, G, nagq: int, max_iter, glm_beta, snap_tol):
                          n_extra=2 * d + 1, has_aux=True, feed_aux=True)
 
 
-_fit_program = jax.jit(fit_core, static_argnames=("nagq",))
+def _internal_objective(nagq: int):
+    """``-2 log L`` and the PIRLS aux at ``x = x_internal * d`` (see :meth:`GlmmModel.x_scale`)."""
+    def fun(x, prev, d, G):
+        return pirls.objective_aux(x * d, prev, G, nagq)
+    return fun
+
+
+@functools.partial(jax.jit, static_argnames=("nagq",))
+def _fit_program(carry, budget, d, diag_mask, G, max_iter, glm_beta, snap_tol, nagq: int):
+    """One chunk of the resumable BFGS over the internal parameters of ``(theta, beta[, log phi])``
+    (:func:`jaxlmm.optimize.run_in_chunks`): before the first evaluation, ``beta`` and ``log phi``
+    are replaced by the GLM fit's when ``glm_beta``; after the search, the ``2d + 1`` points of
+    :func:`_hessian_points` (the modes and linear predictor kept at the first). PIRLS starts
+    from the modes of the previous evaluation."""
+    k, p = G.n_theta, G.p
+
+    def with_glm(c):
+        beta0, phi0 = pirls.glm_coefficients(G)
+        x = c.s.x.at[k : k + p].set(beta0 / d[k : k + p])
+        if not G.scale_free:
+            x = x.at[k + p].set(jnp.log(phi0))
+        return c._replace(s=c.s._replace(x=x))
+
+    carry = jax.lax.cond(glm_beta & carry.s.first, with_glm, lambda c: c, carry)
+    return bfgs_run(_internal_objective(nagq), carry, d, G, budget=budget, gtol=1e-6, max_iter=max_iter,
+                    extra_points=lambda x: _hessian_points(x, diag_mask, snap_tol), has_aux=True, feed_aux=True)
 
 
 def hessian_from_gradients(g: np.ndarray, h: np.ndarray) -> np.ndarray:
@@ -142,10 +210,13 @@ def _values_grads(X, G, nagq: int):
 
 def hessian(model: "GlmmModel", x: np.ndarray) -> np.ndarray:
     """Hessian of ``-2 log L`` at ``x = (theta, beta[, log phi])`` by central differences of the
-    exact gradient (a separate program; fits get theirs from :func:`fit_core`)."""
+    exact gradient, with the steps a fit uses (``fd_step`` of the internal parameters
+    :meth:`GlmmModel.x_scale`, on the user's scale; a separate program: fits get theirs from
+    the optimiser's loop)."""
     with float64():
         x = np.asarray(x, dtype=np.float64)
-        h = fd_step(x)
+        dv = model.x_scale()
+        h = fd_step(x / dv) * dv
         E = np.diag(h)
         _, g = _values_grads(jnp.asarray(np.vstack([x + E, x - E])), model.arrays(), model.nagq)
         return hessian_from_gradients(np.asarray(g), h)
@@ -164,66 +235,10 @@ def factor_at(model: "GlmmModel", theta: np.ndarray, eta: np.ndarray, phi: float
     """Host copies of :func:`_factor_at` and of the structure (for conditional variances)."""
     with float64():
         G = model.arrays()
-        f = _factor_at(jnp.asarray(theta), jnp.asarray(eta), jnp.asarray(phi), G)
+        f = _factor_at(jnp.asarray(theta), jnp.asarray(model.pad_eta(eta)), jnp.asarray(phi), G)
         factor = ([np.asarray(d) for d in f.diag], {n: np.asarray(v) for n, v in f.off.items()},
                   np.asarray(f.tail))
         return factor, jax.tree_util.tree_map(np.asarray, G.structure)
-
-
-# --- the response of a binomial model as cbind(successes, failures) ------------------------------
-
-_CBIND = re.compile(r"^\s*cbind\s*\((?P<args>.*)\)\s*~(?P<rhs>.*)$", re.S)
-
-
-def _split_top(s: str) -> list[str]:
-    out, depth, cur = [], 0, ""
-    for ch in s:
-        if ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        if ch == "," and depth == 0:
-            out.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    out.append(cur)
-    return [a.strip() for a in out]
-
-
-def _cbind(formula: str, data, weights):
-    """``cbind(s, f) ~ rhs``: the proportion ``s / (s + f)`` as response, ``s + f`` trials as
-    weights (R's binomial ``glm``). Returns the rewritten formula, data and weights."""
-    m = _CBIND.match(formula)
-    if m is None:
-        return formula, data, weights, None
-    args = _split_top(m.group("args"))
-    if len(args) != 2 or not all(args):
-        raise FormulaError(f"cbind() in {formula!r} needs two arguments: successes and failures")
-    if weights is not None:
-        raise ArgumentError("a cbind(successes, failures) response gives the trials; leave weights=None")
-    df = as_frame(data).copy()
-    vals = []
-    for a in args:
-        try:
-            v = df.eval(a)
-        except Exception as e:  # noqa: BLE001 - any failure to evaluate is the user's expression
-            raise FormulaError(f"cannot evaluate {a!r} in cbind() of {formula!r}: {e}") from None
-        vals.append(np.asarray(v, dtype=np.float64))
-    s, f = vals
-    bad = np.isfinite(s) & np.isfinite(f) & ((s < 0) | (f < 0))
-    if bad.any():
-        k = int(np.nonzero(bad)[0][0])
-        raise DataError(f"cbind() counts must be non-negative; row {k} has ({s[k]}, {f[k]})")
-    trials = s + f
-    zero = np.isfinite(trials) & (trials == 0)
-    if zero.any():
-        k = int(np.nonzero(zero)[0][0])
-        raise DataError(f"cbind() row {k} has no trials (0 successes and 0 failures): drop it")
-    df["__jaxlmm_prop"] = s / trials
-    df["__jaxlmm_trials"] = trials
-    label = f"cbind({args[0]}, {args[1]})"
-    return "__jaxlmm_prop ~" + m.group("rhs"), df, "__jaxlmm_trials", label
 
 
 # --- the user API -------------------------------------------------------------------------------
@@ -270,17 +285,14 @@ def glmer(
     configuration.
     """
     t0 = time.perf_counter()
+    max_iter = positive_int(max_iter, "max_iter")
     fam = make_family(family, link)
     if not isinstance(formula, str):
         raise ArgumentError(f"formula must be a string, got {type(formula).__name__}")
-    formula, data, weights, label = _cbind(formula, data, weights)
-    if label is not None and fam.name != "binomial":
+    pf = parse_formula(formula)
+    if pf.cbind is not None and fam.name != "binomial":
         raise FormulaError(f"a cbind() response is for the binomial family, not {fam.name}")
-    column_names(data)  # a clear error for data of the wrong kind, before anything else
-    design = build_design(formula, data, weights=weights, offset=offset, residual=False)
-    if label is not None:
-        pf = dataclasses.replace(design.formula, formula=design.formula.formula.replace("__jaxlmm_prop", label))
-        design = dataclasses.replace(design, formula=pf, response=label)
+    design = build_design(pf, data, weights=weights, offset=offset, residual=False, caller="glmer")
     fam.check_response(design.y, design.weights, f"response {design.response!r}")
     nagq = _check_nagq(nagq, design)
     specs = tuple(template_spec(t.width, t.uncorrelated) for t in design.terms)
@@ -290,21 +302,30 @@ def glmer(
 
 
 def _start(model: GlmmModel, start: dict | None) -> tuple[np.ndarray, bool]:
-    """``x0`` and whether its ``beta`` (and ``log phi``) come from the GLM fit on the device."""
-    theta = theta_start(model.specs)
+    """``x0`` and whether its ``beta`` (and ``log phi``) come from the GLM fit on the device.
+    ``start``'s values are validated first (numbers, one per parameter, finite, theta's diagonal
+    entries >= 0). Without a theta, the templates start at the identity of the internal scale."""
+    dv = model.x_scale()
+    theta = theta_start(model.specs) * dv[: model.n_theta]
     beta = np.zeros(model.p)
     glm_beta = True
     if start is not None:
-        if not isinstance(start, dict) or set(start) - {"theta", "beta"}:
+        if not isinstance(start, dict) or not start or set(start) - {"theta", "beta"}:
             raise ArgumentError("start must be a dict with keys 'theta' and/or 'beta'")
         if "theta" in start:
-            theta = np.asarray(start["theta"], dtype=np.float64).ravel()
-            if theta.shape[0] != model.n_theta:
-                raise ArgumentError(f"start['theta'] has {theta.shape[0]} values; this model has {model.n_theta}")
+            theta = check_theta(start["theta"], model.specs, theta_names(model.design.terms), "start['theta']")
         if "beta" in start:
-            beta = np.asarray(start["beta"], dtype=np.float64).ravel()
+            try:
+                beta = np.asarray(start["beta"], dtype=np.float64).ravel()
+            except (TypeError, ValueError):
+                raise ArgumentError(f"start['beta'] must be numbers, got {start['beta']!r}") from None
             if beta.shape[0] != model.p:
-                raise ArgumentError(f"start['beta'] has {beta.shape[0]} values; this model has {model.p}")
+                raise ArgumentError(f"start['beta'] has {beta.shape[0]} values; this model has {model.p} "
+                                    f"({', '.join(model.design.x_names)})")
+            if not np.all(np.isfinite(beta)):
+                j = int(np.nonzero(~np.isfinite(beta))[0][0])
+                raise ArgumentError(f"start['beta'][{j}] ({model.design.x_names[j]}) is {beta[j]}: start values "
+                                    "must be finite")
             glm_beta = False
     x0 = np.concatenate([theta, beta])
     if not model.family.scale_free:
@@ -312,53 +333,95 @@ def _start(model: GlmmModel, start: dict | None) -> tuple[np.ndarray, bool]:
     return x0, glm_beta
 
 
-_MESSAGES = {0: "gradient tolerance reached", 1: "no further decrease possible (rounding level)",
-             2: "iteration limit reached", 3: "relative change of the objective below tolerance"}
+def _run(model: GlmmModel, x0: np.ndarray, d, diag, G, mi, glm_beta: bool, snap_tol: float):
+    fun = _internal_objective(model.nagq)
+    carry = bfgs_init(fun, np.asarray(x0, np.float64), d, G, n_extra=2 * x0.shape[0] + 1, has_aux=True, feed_aux=True)
+    carry = run_in_chunks(_fit_program, carry, d, diag, G, mi, np.asarray(glm_beta), np.asarray(snap_tol),
+                          model.nagq)
+    return carry
+
+
+def _value(model, x: np.ndarray, d, diag, G, mi) -> float:
+    """``-2 log L`` at internal ``x`` through the same compiled program (one evaluation)."""
+    fun = _internal_objective(model.nagq)
+    carry = bfgs_init(fun, np.asarray(x, np.float64), d, G, n_extra=2 * x.shape[0] + 1, has_aux=True, feed_aux=True)
+    carry = _fit_program(carry, np.asarray(1), d, diag, G, mi, np.asarray(False), np.asarray(0.0), model.nagq)
+    return float(carry.s.f)
 
 
 def optimise(model: GlmmModel, x0: np.ndarray, glm_beta: bool = False, max_iter: int = 1000) -> dict:
-    """Run :func:`fit_core`; snap boundary theta to zero when that is no worse (else run again
-    from the optimum without snapping), rectify the template signs. Returns the estimates
-    ``x``, ``objective``, ``grad``, the Hessian ``H``, the modes ``u`` (for the unrectified
-    ``x_raw``), ``eta`` and the PIRLS diagnostics."""
+    """Minimise ``-2 log L`` from ``x0 = (theta, beta[, log phi])`` on the internal scale
+    (:meth:`GlmmModel.x_scale`) in interruptible chunks; snap boundary theta to zero when that is
+    no worse (else run again from the optimum without snapping); probe a stationary start or a
+    saddle and restart from a lower point found (:mod:`jaxlmm.finish`); rectify the template
+    signs. Returns the estimates ``x``, ``objective``, ``grad``, the Hessian ``H`` (user scale),
+    the modes ``u`` (for the unrectified ``x_raw``), ``eta``, the PIRLS diagnostics and the
+    Hessian's smallest eigenvalue off the boundary (internal scale)."""
     k = model.n_theta
+    dv = model.x_scale()
+    diag = np.concatenate([diagonal_mask(model.specs), np.zeros(len(x0) - k, bool)])
     with float64():
         G = model.arrays()
-        args = (G, model.nagq, jnp.asarray(max_iter))
-        r = _fit_program(jnp.asarray(x0), *args, jnp.asarray(glm_beta), jnp.asarray(SINGULAR_TOL))
-        x = np.asarray(r.x)
-        diag = np.concatenate([diagonal_mask(model.specs), np.zeros(len(x) - k, bool)])
-        small = diag & (np.abs(x) < SINGULAR_TOL)
-        f, g = float(r.fun), np.asarray(r.grad)
-        n_evals, n_iter, status = int(r.nfev), int(r.n_iter), int(r.status)
-        if small.any():
-            f_snap = float(r.extra_f[0])
-            if np.isfinite(f_snap) and f_snap <= f + 1e-9 * (1.0 + abs(f)):
-                x, f, g = np.where(small, 0.0, x), f_snap, np.asarray(r.extra_g[0])
-            else:  # the boundary is worse: derivatives at the optimum itself
-                r = _fit_program(jnp.asarray(x), *args, jnp.asarray(False), jnp.asarray(0.0))
-                x, f, g = np.asarray(r.x), float(r.fun), np.asarray(r.grad)
-                n_evals += int(r.nfev)
-                small = np.zeros_like(small)
-        n_evals += 2 * len(x) + 1
-        h = fd_step(x)
-        H = hessian_from_gradients(np.asarray(r.extra_g[1:]), h)
+        d, dmask, mi = dv, diag, np.asarray(int(max_iter))
+        xi0 = np.asarray(x0, dtype=np.float64) / dv
+        n_evals = n_iter = restarts = 0
+        while True:
+            r = bfgs_result(_run(model, xi0, d, dmask, G, mi, glm_beta, SINGULAR_TOL))
+            status = int(r.status)
+            n_evals += int(r.nfev) + 2 * len(xi0) + 1
+            n_iter += int(r.n_iter)
+            if status == 4:
+                raise FitError("the GLMM objective is not finite at the starting values: PIRLS found no "
+                               "conditional modes there; check the response, offset and start values")
+            x, f, g = np.asarray(r.x), float(r.fun), np.asarray(r.grad)
+            small = diag & (np.abs(x) < SINGULAR_TOL)
+            if small.any():
+                if finish.snap_ok(float(r.extra_f[0]), f):
+                    x, f, g = np.where(small, 0.0, x), float(r.extra_f[0]), np.asarray(r.extra_g[0])
+                else:  # the boundary is worse: derivatives at the optimum itself
+                    r = bfgs_result(_run(model, x, d, dmask, G, mi, False, 0.0))
+                    x, f, g = np.asarray(r.x), float(r.fun), np.asarray(r.grad)
+                    n_evals += int(r.nfev) + 2 * len(x) + 1
+                    small = np.zeros_like(small)
+            h = fd_step(x)
+            H = hessian_from_gradients(np.asarray(r.extra_g[1:]), h)
+            free = ~small
+            lam, _ = finish.min_eigen(H, free)
+            if restarts < finish.MAX_RESTARTS and np.isfinite(f) and status != 2:  # (not at the iteration limit)
+                pts = finish.escape_points(x, xi0, g, H, free)
+                vals = [_value(model, p_, d, dmask, G, mi) for p_ in pts]
+                n_evals += len(vals)
+                best = int(np.argmin(vals)) if vals else -1
+                if best >= 0 and finish.better(vals[best], f):
+                    xi0, glm_beta, restarts = pts[best], False, restarts + 1
+                    continue
+            break
         u, eta, it, ok = r.aux
-        u, eta, it, ok = [np.asarray(v) for v in u], np.asarray(eta), int(it), bool(ok)
+        u, eta, it, ok = [np.asarray(v) for v in u], np.asarray(eta)[: model.n], int(it), bool(ok)
+    if not (np.isfinite(f) and np.all(np.isfinite(x))):
+        raise FitError("the GLMM fit ended at a point where -2 log L is not finite; check the data and start values")
+    minimum = bool(np.isfinite(lam) and lam > 0.0)  # positive definite off the boundary
+    singular = bool(np.any(np.abs(x[diag]) < SINGULAR_TOL))
+    x = x * dv
+    g = g / dv
+    H = H / np.outer(dv, dv)
     x_raw = x.copy()
-    x = x.copy()
     theta, sign = rectify(x[:k], model.specs)
     x[:k] = theta
     sign = np.concatenate([sign, np.ones(len(x) - k)])
     g = g * sign
     H = H * np.outer(sign, sign)
-    gmax = float(np.max(np.abs(g[~small]))) if (~small).any() else 0.0
-    converged = bool(np.isfinite(f)) and (
-        status == 0 or (status in (1, 3) and gmax <= CONVERGED_GRAD * max(1.0, abs(f)) ** 0.5))
+    gi = (g * dv)[~small]  # the convergence rule on the internal (scale-free) gradient
+    gmax = float(np.max(np.abs(gi))) if gi.size else 0.0
+    converged = bool(finish.converged(status, gmax, f)) and minimum
+    msg = finish.message(status)
+    if not minimum:
+        msg += ("; the Hessian of -2 log L is not positive definite there (a flat direction or a saddle, "
+                "not a minimum): try other start values")
     return dict(x=x, x_raw=x_raw, objective=f, grad=g, H=H, n_iter=n_iter, n_evals=n_evals, status=status,
-                converged=bool(converged), message=_MESSAGES.get(status, "unknown"),
-                singular=bool(np.any(x[diag] < SINGULAR_TOL)), boundary=small, u=u, eta=eta,
-                pirls_iterations=it, pirls_converged=ok and bool(np.isfinite(f)))
+                converged=converged, message=msg, singular=singular,
+                boundary=small, u=u, eta=eta, pirls_iterations=it, pirls_converged=ok and bool(np.isfinite(f)),
+                hessian_min_eig=lam, restarts=restarts, gmax=gmax)
 
 
 def beta_covariance(H: np.ndarray, k: int, p: int, boundary: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -374,6 +437,24 @@ def beta_covariance(H: np.ndarray, k: int, p: int, boundary: np.ndarray) -> tupl
     A = 2.0 * np.linalg.inv(Hk)
     V = A[kb : kb + p, kb : kb + p]
     return 0.5 * (V + V.T), True
+
+
+def separation(model: GlmmModel, eta: np.ndarray) -> str | None:
+    """R's ``glm`` warning for fitted means at the edge of the support (complete or quasi-complete
+    separation: some fixed effects tend to infinity): probabilities within ``10 eps`` of 0 or 1,
+    Poisson means within ``10 eps`` of 0. None otherwise."""
+    fam = model.family
+    if fam.name not in ("binomial", "poisson"):
+        return None
+    eps = 10 * np.finfo(np.float64).eps
+    mu = model.mean(eta)
+    if fam.name == "binomial" and np.any((mu < eps) | (mu > 1.0 - eps)):
+        return ("fitted probabilities numerically 0 or 1 occurred (complete or quasi-complete separation: "
+                "the fixed effects that separate the outcomes tend to infinity; their estimates and SEs are not "
+                "meaningful)")
+    if fam.name == "poisson" and np.any(mu < eps):
+        return "fitted rates numerically 0 occurred (some fixed effects tend to minus infinity)"
+    return None
 
 
 def fit_glmm(model: GlmmModel, x0: np.ndarray, *, glm_beta: bool = False, max_iter: int = 1000,
@@ -394,8 +475,10 @@ def fit_glmm(model: GlmmModel, x0: np.ndarray, *, glm_beta: bool = False, max_it
         warn.append(f"PIRLS did not converge to the conditional modes at the estimates "
                     f"({o['pirls_iterations']} iterations)")
     if not o["converged"]:
-        warn.append(f"the optimiser did not converge ({o['message']}; max |gradient| "
-                    f"{np.max(np.abs(o['grad'])):.3g})")
+        warn.append(f"the optimiser did not converge ({o['message']}; max |gradient| {o['gmax']:.3g})")
+    sep = separation(model, o["eta"])
+    if sep:
+        warn.append(sep)
     if o["singular"] and model.design.terms:
         warn.append("boundary (singular) fit: a variance component is zero or a correlation is +-1")
     if not vcov_ok:
@@ -404,6 +487,7 @@ def fit_glmm(model: GlmmModel, x0: np.ndarray, *, glm_beta: bool = False, max_it
                 message=o["message"], n_iter=o["n_iter"], n_evals=o["n_evals"], grad=o["grad"],
                 grad_norm=float(np.max(np.abs(o["grad"]))) if o["grad"].size else 0.0,
                 pirls_converged=pirls_ok, pirls_iterations=o["pirls_iterations"], hessian_ok=vcov_ok,
+                hessian_min_eig=o["hessian_min_eig"], restarts=o["restarts"],
                 warnings=tuple(warn), time_s=time.perf_counter() - t0)
     # b = Lambda u with the templates the modes were computed with (sign flips leave b unchanged)
     b = [ui @ T.T for ui, T in zip(o["u"], templates_np(o["x_raw"][:k], model.specs))]

@@ -18,7 +18,8 @@ import numpy as np
 from .arguments import optional_positive_int, positive_int
 from .batch import MAX_BATCH, MAX_BATCH_ACCELERATOR
 from .covariance import diagonal_mask, rectify
-from .fit import CONVERGED_GRAD, SINGULAR_TOL
+from . import finish
+from .finish import SINGULAR_TOL
 from .precision import float64
 from .progress import progress
 
@@ -65,7 +66,7 @@ def fit_responses(model, Y: np.ndarray, x0: np.ndarray, *, glm_beta: bool = Fals
         G = model.arrays()
         with progress(B, "batched glmer fits", unit="fit") as bar:
             for s in range(0, B, batch_size):
-                Yb = Y[:, s : s + batch_size].T
+                Yb = model.pad_response(Y[:, s : s + batch_size].T)  # rows padded as the model's arrays
                 nb = Yb.shape[0]
                 if nb < batch_size and s > 0:  # pad to one compiled shape
                     Yb = np.concatenate([Yb, np.repeat(Yb[-1:], batch_size - nb, axis=0)])
@@ -86,10 +87,8 @@ def fit_responses(model, Y: np.ndarray, x0: np.ndarray, *, glm_beta: bool = Fals
                     out[key].append(v[:nb])
                 bar.update(nb)
     r = {key: np.concatenate(v) for key, v in out.items()}
-    fmax = np.maximum(1.0, np.abs(r["objective"]))
     gmax = np.max(np.abs(r["grad"]), axis=1)
-    r["converged"] = np.isfinite(r["objective"]) & (
-        (r["status"] == 0) | (np.isin(r["status"], (1, 3)) & (gmax <= CONVERGED_GRAD * np.sqrt(fmax))))
+    r["converged"] = finish.converged(r["status"], gmax, r["objective"])
     r["singular"] = np.any(np.abs(r["x"][:, diag]) < SINGULAR_TOL, axis=1)
     r["vcov_beta"] = np.stack(vcovs)
     return r

@@ -95,10 +95,7 @@ class GlmerResult(FitAccessors):
 
     @functools.cached_property
     def _mu(self) -> np.ndarray:
-        from .precision import float64
-
-        with float64():
-            return np.asarray(self.family.link.inverse(self._eta))
+        return self._model.mean(self._eta)
 
     @property
     def residuals(self) -> pd.Series:

@@ -14,9 +14,10 @@ import jax.numpy as jnp
 
 from . import residual
 from .correlation import CorrelationStructure
-from .covariance import template_spec, theta_start
+from .arguments import positive_int
+from .covariance import check_theta, template_spec, theta_names, theta_start
 from .design import Design, build_design
-from .errors import ArgumentError, FitWarning
+from .errors import ArgumentError, FitError, FitWarning
 from .fit import conditional_estimates, fit_theta
 from .gram_shards import use_shards
 from .model import LmerModel
@@ -29,13 +30,7 @@ from .variance import VarianceFunction
 
 
 def _theta_names(design: Design) -> list[str]:
-    names = []
-    for t in design.terms:
-        spec = template_spec(t.width, t.uncorrelated)
-        for r, c in zip(spec.rows, spec.cols):
-            cn = t.column_names
-            names.append(f"{t.name}.{cn[r]}" if r == c else f"{t.name}.{cn[r]}.{cn[c]}")
-    return names
+    return theta_names(design.terms)
 
 
 def _varcorr(design: Design, Ts: list[np.ndarray], sigma: float) -> pd.DataFrame:
@@ -127,6 +122,7 @@ def lmer(
     """
     if not isinstance(reml, (bool, np.bool_)):
         raise ArgumentError(f"reml must be True or False, got {reml!r}")
+    max_iter = positive_int(max_iter, "max_iter")
     if shard is not None and not isinstance(shard, (bool, np.bool_)):
         raise ArgumentError(f"shard must be True, False or None, got {shard!r}")
     t0 = time.perf_counter()
@@ -139,11 +135,12 @@ def lmer(
     extra = structure_columns(correlation, variance)
     design = build_design(formula, data, weights=weights, offset=offset, extra_columns=extra)
     specs = tuple(template_spec(t.width, t.uncorrelated) for t in design.terms)
-    ntheta = sum(s.size for s in specs)
     if start is not None:
-        start = np.asarray(start, dtype=np.float64).ravel()
-        if start.shape[0] != ntheta:
-            raise ArgumentError(f"start has {start.shape[0]} values; this model has {ntheta} theta parameters")
+        if isinstance(start, dict):
+            if set(start) != {"theta"}:
+                raise ArgumentError(f"start must be theta values or a dict with the key 'theta', got keys {sorted(start)}")
+            start = start["theta"]
+        start = check_theta(start, specs, _theta_names(design))
     if reml and design.n <= design.p:
         raise ArgumentError(f"REML needs more observations ({design.n}) than fixed effects ({design.p})")
     model = LmerModel.from_design(design, correlation, variance, shard=use_shards(shard, design.n))
@@ -163,15 +160,16 @@ def fit_model(model: LmerModel, *, reml: bool, start: np.ndarray | None = None, 
     rfit = None
     with float64():
         M = model.arrays(reml)
+        scale = model.theta_scale()
         if start is None and model.has_rows:
-            start = moment_start(design, specs)
-        theta0 = theta_start(specs) if start is None else start
+            start = moment_start(design, specs, scale)
+        theta0 = theta_start(specs) * scale if start is None else start
         if model.rside is None:
-            tf = fit_theta(M, theta0, max_iter=max_iter)
+            tf = fit_theta(M, theta0, max_iter=max_iter, scale=scale)
             Mc = M
         else:
             R = model.rside_arrays()
-            tf = fit_theta(M, np.r_[theta0, residual.start(R.meta)], max_iter=max_iter, rside=R)
+            tf = fit_theta(M, np.r_[theta0, residual.start(R.meta)], max_iter=max_iter, rside=R, scale=scale)
             u = tf.theta[k:]
             nat = np.asarray(residual.natural(jnp.asarray(u), R.meta))
             rfit = residual.RSideFit(meta=R.meta, u=_ro(u), natural=_ro(nat))
@@ -179,6 +177,9 @@ def fit_model(model: LmerModel, *, reml: bool, start: np.ndarray | None = None, 
         theta = tf.theta[:k]
         cond = conditional_estimates(theta, Mc)
     singular = tf.singular
+    if not (np.all(np.isfinite(cond.beta)) and np.isfinite(cond.sigma) and np.all(np.isfinite(cond.vcov))):
+        raise FitError("the estimates are not finite at the optimum (the fixed-effects system is numerically "
+                       "singular there); check the model matrix for extreme or collinear columns")
 
     x_names = list(design.x_names)
     n = model.n
@@ -216,6 +217,8 @@ def fit_model(model: LmerModel, *, reml: bool, start: np.ndarray | None = None, 
         "n_evals": tf.n_evals,
         "grad": _ro(tf.grad),
         "grad_norm": float(np.max(np.abs(tf.grad))) if tf.grad.size else 0.0,
+        "hessian_min_eig": tf.hessian_min_eig,
+        "restarts": tf.restarts,
         "warnings": tuple(warn_msgs),
         "time_s": time.perf_counter() - t0,
         **(info or {}),

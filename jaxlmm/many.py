@@ -17,7 +17,7 @@ from .formula import ParsedFormula, parse_formula
 from .frames import as_frame
 from .rlang import closest
 from .errors import ArgumentError, DataError, FitWarning
-from .fit import SINGULAR_TOL
+from .finish import SINGULAR_TOL
 from .model import LmerModel
 from .parameters import sdcor_names
 from .start import moment_start

@@ -96,6 +96,19 @@ class LmerModel:
         """Whether the design holds every row (not a model accumulated out of core)."""
         return self.totals is None
 
+    def theta_scale(self) -> np.ndarray:
+        """Per theta entry ``d = 1 / s_r``, ``s_r`` the root mean square of its template row's
+        column of ``Z_i`` (weighted by ``W``, from the Gram's diagonal blocks; 1 for a zero
+        column): the optimiser works on ``theta / d``, which does not change when a covariate is
+        rescaled (:func:`jaxlmm.fit.fit_theta`)."""
+        out = []
+        for i, spec in enumerate(self.specs):
+            ms = np.einsum("lrr->r", np.asarray(self.gram.diag[i])) / max(self.n, 1)
+            rms = np.sqrt(np.maximum(ms, 0.0))
+            rms = np.where(np.isfinite(rms) & (rms > 0), rms, 1.0)
+            out.extend(1.0 / rms[r] for r in spec.rows)
+        return np.asarray(out, dtype=np.float64)
+
     def arrays(self, reml: bool, host_lapack: bool | None = None) -> ModelArrays:
         """Device arrays of the objective (call under ``float64()``); cached per flags."""
         key = (bool(reml), host_lapack)

@@ -31,8 +31,10 @@ class ModelArrays:
     diag: list
     off: dict
     log_det_w: jnp.ndarray
+    # the number of rows, traced (a float64 scalar): one compiled program serves every row count
+    # of a model structure, so fits over subsets of rows do not compile (and keep) one each
+    n: jnp.ndarray
     specs: tuple = dataclasses.field(metadata=dict(static=True))
-    n: int = dataclasses.field(metadata=dict(static=True))
     p: int = dataclasses.field(metadata=dict(static=True))
     reml: bool = dataclasses.field(metadata=dict(static=True))
     # dense tail potrf/potri through host LAPACK (CPU backends; reverse mode only). Set False
@@ -51,8 +53,8 @@ class ModelArrays:
 
 jax.tree_util.register_dataclass(
     ModelArrays,
-    data_fields=["structure", "diag", "off", "log_det_w"],
-    meta_fields=["specs", "n", "p", "reml", "host_lapack"],
+    data_fields=["structure", "diag", "off", "log_det_w", "n"],
+    meta_fields=["specs", "p", "reml", "host_lapack"],
 )
 
 
@@ -66,7 +68,8 @@ def model_arrays(gram: Gram, specs: tuple[TemplateSpec, ...], *, n: int, p: int,
         diag=[jnp.asarray(d) for d in gram.diag],
         off={k: jnp.asarray(v) for k, v in gram.off.items()},
         log_det_w=jnp.asarray(log_det_w),
-        specs=tuple(specs), n=n, p=p, reml=reml,
+        n=jnp.asarray(float(n)),
+        specs=tuple(specs), p=p, reml=reml,
         host_lapack=_default_host_lapack(int(s.m)) if host_lapack is None else bool(host_lapack),
     )
 
@@ -139,8 +142,6 @@ def _scale_diag(T, d):
 def factor(theta, M: ModelArrays) -> BlockedFactor:
     diag, off, scale = scaled_system(theta, M)
     return blocked_cholesky(M.structure, diag, off, scale)
-
-
 
 
 def objective_from_log_diagonal(bd: list, lead, trail, M: ModelArrays):

@@ -19,15 +19,25 @@ inner iteration; it is not differentiated.
 Stops with ``status`` 0 when ``max|g| <= gtol``; 1 when no decrease beyond rounding
 (``1e-14`` relative) is possible any more; 3 when the decrease per iteration falls below
 ``ftol * |f|`` after a full quasi-Newton step (or twice in a row), or when the predicted
-remaining decrease ``g' H g / 2`` does; 2 at ``max_iter``. ``nfev`` counts evaluations.
+remaining decrease ``g' H g / 2`` does; 2 at ``max_iter``; 4 when the objective or its gradient
+is not finite at the start. ``nfev`` counts evaluations.
+
+The loop is resumable: :func:`bfgs_init` makes its state (:class:`BFGSCarry`), :func:`bfgs_run`
+continues it for at most ``budget`` evaluations (a traced number: one compiled program), and
+:func:`bfgs_result` reads the result. :func:`run_in_chunks` drives a compiled ``bfgs_run`` from
+the host in chunks of about half a second, so that Ctrl-C (KeyboardInterrupt) takes effect
+between chunks and leaves the process usable; one host check per chunk, none per evaluation.
+:func:`minimize_bfgs` is all three in one (for ``vmap``).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 
@@ -68,56 +78,112 @@ def _descent(H, g):
     return d, jnp.dot(g, d), bad
 
 
-def minimize_bfgs(
+class BFGSCarry(NamedTuple):
+    """The whole state of the loop: the search (``s``) and the extra points evaluated so far
+    (``j``; values ``ef``, gradients ``eg``, ``aux_keep`` of the first, ``aux_last`` of the
+    latest evaluation)."""
+
+    s: _State
+    j: jnp.ndarray
+    ef: jnp.ndarray
+    eg: jnp.ndarray
+    aux_keep: Any
+    aux_last: Any
+
+
+def _aux_zeros(fun, x0, args, has_aux: bool, feed_aux: bool):
+    if not has_aux:
+        return None
+    if feed_aux:
+        shape = jax.eval_shape(lambda x: fun(x, None, *args)[1], x0)
+    else:
+        shape = jax.eval_shape(lambda x: fun(x, *args)[1], x0)
+    return jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), shape)
+
+
+def bfgs_init(fun: Callable, x0, *args, n_extra: int = 0, has_aux: bool = False,
+              feed_aux: bool = False) -> BFGSCarry:
+    """The loop's state before the first evaluation, at ``x0``. Made of numpy arrays (outside
+    ``jit`` nothing is dispatched to a device: no small programs to compile), or of tracers
+    inside a traced function."""
+    dtype = np.dtype(x0.dtype)
+    n = x0.shape[0]
+    zeros = np.zeros((n,), dtype)
+    zero = np.asarray(0.0, dtype)
+    i0 = np.asarray(0, np.int64 if jax.config.jax_enable_x64 else np.int32)
+    s = _State(
+        x=x0, f=zero, g=zeros, H=np.eye(n, dtype=dtype), d=zeros, slope=zero, t=zero, f_trial=zero, j=i0, k=i0,
+        nfev=i0, small=np.asarray(False), first=np.asarray(True), status=i0 - 1,
+    )
+    aux0 = _aux_zeros(fun, x0, args, has_aux, feed_aux)
+    m = int(n_extra)
+    return BFGSCarry(s, i0, np.zeros((m,), dtype), np.zeros((m, n), dtype), aux0, aux0)
+
+
+def bfgs_done(carry: BFGSCarry):
+    """Whether the search has stopped and every extra point is evaluated."""
+    return (carry.s.status >= 0) & (carry.j >= carry.ef.shape[0])
+
+
+def bfgs_result(carry: BFGSCarry) -> BFGSResult:
+    s = carry.s
+    if not carry.ef.shape[0]:
+        return BFGSResult(s.x, s.f, s.g, s.k, s.nfev, s.status)
+    return BFGSResult(s.x, s.f, s.g, s.k, s.nfev, s.status, carry.ef, carry.eg, carry.aux_keep)
+
+
+def minimize_bfgs(fun: Callable, x0: jnp.ndarray, *args, extra_points: Callable | None = None,
+                  n_extra: int = 0, has_aux: bool = False, feed_aux: bool = False, **options) -> BFGSResult:
+    """Minimize ``fun(x, *args)`` from ``x0`` (see module docstring); ``options``: ``gtol``,
+    ``ftol``, ``max_iter``, ``max_backtrack`` of :func:`bfgs_run`."""
+    m = int(n_extra) if extra_points is not None else 0
+    carry = bfgs_init(fun, x0, *args, n_extra=m, has_aux=has_aux, feed_aux=feed_aux)
+    carry = bfgs_run(fun, carry, *args, extra_points=extra_points, has_aux=has_aux, feed_aux=feed_aux, **options)
+    return bfgs_result(carry)
+
+
+def bfgs_run(
     fun: Callable,
-    x0: jnp.ndarray,
+    carry: BFGSCarry,
     *args,
+    budget=None,
     gtol: float = 1e-6,
     ftol: float = 1e-13,
-    max_iter: int = 1000,
+    max_iter=1000,
     max_backtrack: int = 60,
     extra_points: Callable | None = None,
-    n_extra: int = 0,
     has_aux: bool = False,
     feed_aux: bool = False,
-) -> BFGSResult:
-    """Minimize ``fun(x, *args)`` from ``x0`` (see module docstring)."""
+) -> BFGSCarry:
+    """Continue the loop from ``carry`` until it is done or ``budget`` more evaluations have been
+    made (``None``: no limit). ``max_iter`` and ``budget`` may be traced."""
     vg_raw = jax.value_and_grad(fun, has_aux=has_aux)
     if has_aux:
-        if feed_aux:
-            aux_shape = jax.eval_shape(lambda x: fun(x, None, *args)[1], x0)
-        else:
-            aux_shape = jax.eval_shape(lambda x: fun(x, *args)[1], x0)
-        aux0 = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), aux_shape)
-
         def vg(x, prev, *a):
             (f, aux), g = vg_raw(x, prev, *a) if feed_aux else vg_raw(x, *a)
+            # strongly typed (as bfgs_init's zeros), so that a resumed loop has the same types
+            aux = jax.tree_util.tree_map(lambda v: lax.convert_element_type(v, v.dtype), aux)
             return f, g, aux
     else:
-        aux0 = None
-
         def vg(x, prev, *a):
             f, g = vg_raw(x, *a)
             return f, g, None
+    x0 = carry.s.x
     dtype = x0.dtype
     n = x0.shape[0]
     eye = jnp.eye(n, dtype=dtype)
-    zero = jnp.asarray(0.0, dtype)
-    init = _State(
-        x=x0, f=zero, g=jnp.zeros_like(x0), H=eye, d=jnp.zeros_like(x0), slope=zero, t=zero,
-        f_trial=zero, j=jnp.asarray(0), k=jnp.asarray(0), nfev=jnp.asarray(0),
-        small=jnp.asarray(False), first=jnp.asarray(True), status=jnp.asarray(-1),
-    )
-
-    m = int(n_extra) if extra_points is not None else 0
-    extra0 = (jnp.asarray(0), jnp.zeros((m,), dtype), jnp.zeros((m, n), dtype), aux0, aux0)
+    m = carry.ef.shape[0]
+    if m and extra_points is None:
+        raise ValueError("bfgs_run: the carry has extra points but no extra_points function was given")
 
     def cond(c):
-        s, (j, _, _, _, _) = c
-        return (s.status < 0) | (j < m)
+        cc, calls = c
+        more = (cc.s.status < 0) | (cc.j < m)
+        return more if budget is None else more & (calls < budget)
 
     def body(c):
-        s, (j, ef, eg, aux_keep, aux_last) = c
+        cc, calls = c
+        s, j, ef, eg, aux_keep, aux_last = cc
         searching = s.status < 0
         xt = s.x + s.t * s.d
         if m:
@@ -134,7 +200,7 @@ def minimize_bfgs(
         s_new = _search_step(s, xt, ft, gt)
         if m:
             s_new = jax.tree_util.tree_map(lambda a, b: jnp.where(searching, a, b), s_new, s)
-        return s_new, (j, ef, eg, aux_keep, aux)
+        return BFGSCarry(s_new, j, ef, eg, aux_keep, aux), calls + 1
 
     def _search_step(s: _State, xt, ft, gt):
         nfev = s.nfev + 1
@@ -142,10 +208,10 @@ def minimize_bfgs(
         # --- initial evaluation: first step of length 0.1 max(1, |x0|) along -g
         H0 = eye * (0.1 * jnp.maximum(1.0, jnp.linalg.norm(xt)) / jnp.maximum(jnp.linalg.norm(gt), 1e-300))
         d0, slope0, _ = _descent(H0, gt)
-        st0 = jnp.where(jnp.isfinite(ft), jnp.where(jnp.max(jnp.abs(gt)) <= gtol, 0, -1), 1)
+        finite0 = jnp.isfinite(ft) & jnp.all(jnp.isfinite(gt))
+        st0 = jnp.where(finite0, jnp.where(jnp.max(jnp.abs(gt)) <= gtol, 0, -1), 4)
         s_first = _State(xt, ft, gt, H0, d0, slope0, jnp.asarray(1.0, dtype), ft, jnp.asarray(0),
                          s.k, nfev, jnp.asarray(False), jnp.asarray(False), st0)
-
         # --- a trial point of the line search
         ok = jnp.isfinite(ft) & (ft <= s.f + 1e-4 * s.t * s.slope) & jnp.all(jnp.isfinite(gt))
         # accepted: BFGS update
@@ -183,7 +249,24 @@ def minimize_bfgs(
         pick = lambda a, b, c: jnp.where(s.first, a, jnp.where(ok, b, c))  # noqa: E731
         return jax.tree_util.tree_map(pick, s_first, s_acc, s_rej)
 
-    s, (_, ef, eg, aux, _) = lax.while_loop(cond, body, (init, extra0))
-    if not m:
-        return BFGSResult(s.x, s.f, s.g, s.k, s.nfev, s.status)
-    return BFGSResult(s.x, s.f, s.g, s.k, s.nfev, s.status, ef, eg, aux)
+    carry, _ = lax.while_loop(cond, body, (carry, jnp.asarray(0)))
+    return carry
+
+
+def run_in_chunks(program: Callable, carry: BFGSCarry, *args, seconds: float = 0.5, first: int = 1):
+    """Call ``carry = program(carry, budget, *args)`` (a compiled :func:`bfgs_run`) until
+    :func:`bfgs_done`, each call limited to about ``seconds`` of evaluations (the first to
+    ``first``, as one evaluation may take seconds on a large model; later budgets from the
+    measured time per evaluation of the previous chunk). Python handles Ctrl-C between calls, so
+    a KeyboardInterrupt arrives within about a chunk, or one evaluation when that is longer."""
+    budget = int(first)
+    while True:
+        t0 = time.perf_counter()
+        before = int(carry.s.nfev) + int(carry.j)
+        carry = program(carry, np.asarray(budget), *args)
+        done = bool(bfgs_done(carry))  # the one host synchronisation of the chunk
+        if done:
+            return carry
+        evals = max(int(carry.s.nfev) + int(carry.j) - before, 1)
+        per_eval = max((time.perf_counter() - t0) / evals, 1e-7)
+        budget = int(min(max(seconds / per_eval, 1), 1_000_000))

@@ -95,20 +95,63 @@ jax.tree_util.register_dataclass(
 )
 
 
-def glmm_arrays(codes, cols, X, y, w, offset, specs, fam) -> GlmmArrays:
-    """Analyze the pattern once and move the rows to the device (call under x64)."""
+ROW_BUCKETS_PER_DOUBLING = 4
+MIN_ROW_BUCKET = 32
+
+
+def row_bucket(n: int) -> int:
+    """The padded row count of a GLMM's programs: the smallest ``ceil(2^(k/4))`` (rounded up to
+    a multiple of 8, at least 32) that holds ``n`` rows. Fits on subsets of one data set then
+    share a few compiled programs instead of compiling (and keeping) one per row count; the
+    padding costs at most 19% more rows."""
+    n = max(int(n), 1)
+    k = max(int(np.floor(ROW_BUCKETS_PER_DOUBLING * np.log2(n))) - 1, 0)
+    while True:
+        b = int(np.ceil(2.0 ** (k / ROW_BUCKETS_PER_DOUBLING)))
+        b = max(MIN_ROW_BUCKET, -(-b // 8) * 8)
+        if b >= n:
+            return b
+        k += 1
+
+
+def padding_values(fam) -> tuple[float, float]:
+    """``(y, offset)`` of a padding row: a response inside the family's support and the linear
+    predictor at which ``mu = y``. With prior weight 0 (and zero model columns) such a row adds
+    exactly nothing to the score, the weights, the deviance or ``-2 log p`` (which is masked
+    where ``w = 0``, see :func:`neg2_loglik`), and all its values are finite."""
+    y = 0.5 if fam.name == "binomial" else 1.0
+    return y, float(fam.link.link(jnp.asarray(y)))
+
+
+def pad(v: np.ndarray, n_pad: int, value: float = 0.0) -> np.ndarray:
+    """``v`` (rows first) with rows of ``value`` appended up to ``n_pad``."""
+    v = np.asarray(v)
+    extra = n_pad - v.shape[0]
+    if extra <= 0:
+        return v
+    return np.concatenate([v, np.full((extra,) + v.shape[1:], value, dtype=v.dtype)])
+
+
+def glmm_arrays(codes, cols, X, y, w, offset, specs, fam, n_pad: int | None = None) -> GlmmArrays:
+    """Analyze the pattern once and move the rows to the device (call under x64). ``n_pad``: pad
+    the rows to this count with weight-0 rows (:func:`padding_values`; level codes 0, model
+    columns 0) that contribute nothing; the level-pair pattern is that of the real rows."""
     nlevels = tuple(int(c.max()) + 1 if len(c) else 0 for c in codes)
     widths = tuple(c.shape[1] for c in cols)
     pattern, pair_ids = stage_pattern([np.asarray(c, dtype=np.int64) for c in codes], nlevels)
     s = analyze(nlevels + (1,), widths + (1,), pattern)
     s = jax.tree_util.tree_map(jnp.asarray, s)
+    n_pad = len(y) if n_pad is None else int(n_pad)
+    y_pad, off_pad = padding_values(fam)
     return GlmmArrays(
         structure=s,
-        codes=tuple(jnp.asarray(c, dtype=jnp.int32) for c in codes),
-        cols=tuple(jnp.asarray(c, dtype=jnp.float64) for c in cols),
-        pair_ids={k: jnp.asarray(v, dtype=jnp.int32) for k, v in pair_ids.items()},
-        X=jnp.asarray(X, dtype=jnp.float64), y=jnp.asarray(y, dtype=jnp.float64),
-        w=jnp.asarray(w, dtype=jnp.float64), offset=jnp.asarray(offset, dtype=jnp.float64),
+        # (dtypes converted by numpy: a conversion on the device would compile per row count)
+        codes=tuple(jnp.asarray(pad(np.asarray(c, np.int32), n_pad)) for c in codes),
+        cols=tuple(jnp.asarray(pad(np.asarray(c, np.float64), n_pad)) for c in cols),
+        pair_ids={k: jnp.asarray(pad(np.asarray(v, np.int32), n_pad)) for k, v in pair_ids.items()},
+        X=jnp.asarray(pad(np.asarray(X, np.float64), n_pad)), y=jnp.asarray(pad(np.asarray(y, np.float64), n_pad, y_pad)),
+        w=jnp.asarray(pad(np.asarray(w, np.float64), n_pad)),
+        offset=jnp.asarray(pad(np.asarray(offset, np.float64), n_pad, off_pad)),
         specs=tuple(specs), nlevels=nlevels,
         npairs=tuple((k, int(len(pattern[tuple(map(int, k.split(",")))][0]))) for k in pair_ids),
         family_name=fam.name, link_name=fam.link.name, scale_free=fam.scale_free,
@@ -148,10 +191,17 @@ def _observed(eta, G: GlmmArrays, phi):
     return a, -da
 
 
+def _row_neg2_loglik(y, mu, w, phi, fam):
+    """``-2 log p(y_r | mu_r)`` per row, 0 on padding rows (``w = 0``; evaluated there at weight 1,
+    where every term is finite, so that no NaN reaches a derivative)."""
+    real = w > 0
+    return jnp.where(real, fam.neg2_loglik(y, mu, jnp.where(real, w, 1.0), phi), 0.0)
+
+
 def neg2_loglik(eta, G: GlmmArrays, phi):
     """``sum_r -2 log p(y_r | mu_r)`` (a scalar)."""
     fam = G.family
-    return jnp.sum(fam.neg2_loglik(G.y, fam.link.inverse(eta), G.w, phi))
+    return jnp.sum(_row_neg2_loglik(G.y, fam.link.inverse(eta), G.w, phi, fam))
 
 
 # --- the blocked system -------------------------------------------------------------------------
@@ -337,7 +387,7 @@ def agq_at(u, theta, beta, phi, G: GlmmArrays, nodes, weights):
     def node(z):
         ug = u0 + s * z
         e = base + th * c * ug[codes]
-        ll = -0.5 * jax.ops.segment_sum(fam.neg2_loglik(G.y, fam.link.inverse(e), G.w, phi), codes,
+        ll = -0.5 * jax.ops.segment_sum(_row_neg2_loglik(G.y, fam.link.inverse(e), G.w, phi, fam), codes,
                                         num_segments=L)
         return ll - 0.5 * ug * ug + z * z
 
@@ -410,6 +460,6 @@ def glm_coefficients(G: GlmmArrays, max_iter: int = 50):
     _, beta, _, _ = lax.while_loop(cond, body, (fam.link.link(mu0), beta0, jnp.asarray(0), jnp.asarray(False)))
     beta = jnp.where(jnp.all(jnp.isfinite(beta)), beta, 0.0)
     mu = fam.link.inverse(G.offset + X @ beta)
-    n = y.shape[0]
+    n = jnp.sum(w > 0)  # the real rows (padding rows have weight 0)
     phi = jnp.sum(w * (y - mu) ** 2 / fam.variance(mu)) / jnp.maximum(1, n - p)
     return beta, phi

@@ -46,7 +46,8 @@ import scipy.stats
 from .covariance import templates_np
 from .arguments import positive_int
 from .errors import ArgumentError, FitWarning
-from .fit import SINGULAR_TOL, conditional_estimates
+from .finish import SINGULAR_TOL
+from .fit import conditional_estimates
 from .intervals import check_level
 from .progress import progress
 from .kernels.structure import key_name

@@ -5,6 +5,9 @@ one-way ANOVA (method of moments) estimate on the OLS residuals, ``theta = sigma
 with ``sigma_b^2 = (MSB - MSW) / n0``, kept inside ``[0.05, 20]`` (zero is a stationary point of
 the even objective, so the start must not be exactly zero). Other terms start from identity.
 This costs one pass over the rows and typically saves a third of the objective evaluations.
+With ``scale`` (the optimiser's internal scale, :meth:`jaxlmm.model.LmerModel.theta_scale`) the
+identity templates are those of the internal parameters, ``theta = scale`` on the diagonal, so
+that the start does not depend on the units of the covariates.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from .covariance import TemplateSpec, theta_start
 from .design import Design
 
 
-def moment_start(design: Design, specs: tuple[TemplateSpec, ...]) -> np.ndarray:
-    theta = theta_start(specs)
+def moment_start(design: Design, specs: tuple[TemplateSpec, ...], scale: np.ndarray | None = None) -> np.ndarray:
+    theta = theta_start(specs) if scale is None else theta_start(specs) * scale
     sw = np.sqrt(design.weights)
     beta, *_ = np.linalg.lstsq(design.X * sw[:, None], (design.y - design.offset) * sw, rcond=None)
     r = design.y - design.offset - design.X @ beta
