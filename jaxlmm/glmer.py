@@ -333,9 +333,14 @@ def _start(model: GlmmModel, start: dict | None) -> tuple[np.ndarray, bool]:
     return x0, glm_beta
 
 
+def _init(model: GlmmModel, x: np.ndarray, d, G):
+    """The optimiser's start at internal ``x``."""
+    return bfgs_init(_internal_objective(model.nagq), np.asarray(x, np.float64), d, G, n_extra=2 * x.shape[0] + 1,
+                     has_aux=True, feed_aux=True, aux0=pirls.aux_zeros(G))
+
+
 def _run(model: GlmmModel, x0: np.ndarray, d, diag, G, mi, glm_beta: bool, snap_tol: float):
-    fun = _internal_objective(model.nagq)
-    carry = bfgs_init(fun, np.asarray(x0, np.float64), d, G, n_extra=2 * x0.shape[0] + 1, has_aux=True, feed_aux=True)
+    carry = _init(model, x0, d, G)
     carry = run_in_chunks(_fit_program, carry, d, diag, G, mi, np.asarray(glm_beta), np.asarray(snap_tol),
                           model.nagq)
     return carry
@@ -343,8 +348,7 @@ def _run(model: GlmmModel, x0: np.ndarray, d, diag, G, mi, glm_beta: bool, snap_
 
 def _value(model, x: np.ndarray, d, diag, G, mi) -> float:
     """``-2 log L`` at internal ``x`` through the same compiled program (one evaluation)."""
-    fun = _internal_objective(model.nagq)
-    carry = bfgs_init(fun, np.asarray(x, np.float64), d, G, n_extra=2 * x.shape[0] + 1, has_aux=True, feed_aux=True)
+    carry = _init(model, x, d, G)
     carry = _fit_program(carry, np.asarray(1), d, diag, G, mi, np.asarray(False), np.asarray(0.0), model.nagq)
     return float(carry.s.f)
 

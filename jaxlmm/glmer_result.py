@@ -151,9 +151,11 @@ class GlmerResult(FitAccessors):
     def diagnostics(self) -> types.MappingProxyType:
         """Details behind the fit's one consolidated warning: ``converged``, ``singular``,
         ``warnings``, ``message``, ``grad``, ``grad_norm``, ``n_evals``, ``n_iter``,
-        ``pirls_converged``, ``pirls_iterations``, ``hessian_ok``, ``optimizer``, ``time_s``."""
+        ``pirls_converged``, ``pirls_iterations``, ``hessian_ok``, ``optimizer``, ``time_s``,
+        ``hessian_min_eig``, ``restarts``."""
         keys = ("converged", "warnings", "message", "grad", "grad_norm", "n_evals", "n_iter",
-                "pirls_converged", "pirls_iterations", "hessian_ok", "optimizer", "time_s")
+                "pirls_converged", "pirls_iterations", "hessian_ok", "optimizer", "time_s", "hessian_min_eig",
+                "restarts")
         d = {k: self.optinfo.get(k) for k in keys}
         d["singular"] = bool(self.singular)
         return make_mapping(d)

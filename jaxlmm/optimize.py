@@ -102,10 +102,11 @@ def _aux_zeros(fun, x0, args, has_aux: bool, feed_aux: bool):
 
 
 def bfgs_init(fun: Callable, x0, *args, n_extra: int = 0, has_aux: bool = False,
-              feed_aux: bool = False) -> BFGSCarry:
+              feed_aux: bool = False, aux0=None) -> BFGSCarry:
     """The loop's state before the first evaluation, at ``x0``. Made of numpy arrays (outside
     ``jit`` nothing is dispatched to a device: no small programs to compile), or of tracers
-    inside a traced function."""
+    inside a traced function. ``aux0``: zeros shaped as ``fun``'s aux output (default: found by
+    tracing ``fun``, which costs as much as tracing the objective; pass them when known)."""
     dtype = np.dtype(x0.dtype)
     n = x0.shape[0]
     zeros = np.zeros((n,), dtype)
@@ -115,7 +116,8 @@ def bfgs_init(fun: Callable, x0, *args, n_extra: int = 0, has_aux: bool = False,
         x=x0, f=zero, g=zeros, H=np.eye(n, dtype=dtype), d=zeros, slope=zero, t=zero, f_trial=zero, j=i0, k=i0,
         nfev=i0, small=np.asarray(False), first=np.asarray(True), status=i0 - 1,
     )
-    aux0 = _aux_zeros(fun, x0, args, has_aux, feed_aux)
+    if aux0 is None:
+        aux0 = _aux_zeros(fun, x0, args, has_aux, feed_aux)
     m = int(n_extra)
     return BFGSCarry(s, i0, np.zeros((m,), dtype), np.zeros((m, n), dtype), aux0, aux0)
 
@@ -260,13 +262,19 @@ def run_in_chunks(program: Callable, carry: BFGSCarry, *args, seconds: float = 0
     measured time per evaluation of the previous chunk). Python handles Ctrl-C between calls, so
     a KeyboardInterrupt arrives within about a chunk, or one evaluation when that is longer."""
     budget = int(first)
+    m = carry.ef.shape[0]
+
+    def counts(c):  # one host synchronisation per chunk
+        status, j, nfev = jax.device_get((c.s.status, c.j, c.s.nfev))
+        return int(status), int(j), int(j) + int(nfev)
+
+    _, _, before = counts(carry)
     while True:
         t0 = time.perf_counter()
-        before = int(carry.s.nfev) + int(carry.j)
         carry = program(carry, np.asarray(budget), *args)
-        done = bool(bfgs_done(carry))  # the one host synchronisation of the chunk
-        if done:
+        status, j, now = counts(carry)
+        if status >= 0 and j >= m:
             return carry
-        evals = max(int(carry.s.nfev) + int(carry.j) - before, 1)
-        per_eval = max((time.perf_counter() - t0) / evals, 1e-7)
+        per_eval = max((time.perf_counter() - t0) / max(now - before, 1), 1e-7)
+        before = now
         budget = int(min(max(seconds / per_eval, 1), 1_000_000))

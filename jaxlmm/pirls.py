@@ -420,6 +420,14 @@ def objective_aux(x, prev, G: GlmmArrays, nagq: int = 1, n_newton: int = 1):
     return f, (u, eta, it, ok)
 
 
+def aux_zeros(G: GlmmArrays):
+    """Zeros shaped as :func:`objective_aux`'s aux output ``(u, eta, iterations, converged)``
+    (the optimiser's initial state, without tracing the objective)."""
+    it = np.int64 if jax.config.jax_enable_x64 else np.int32
+    u = [np.zeros((G.nlevels[i], G.specs[i].p)) for i in range(G.n_terms)]
+    return u, np.zeros(G.y.shape), np.asarray(0, it), np.asarray(False)
+
+
 def objective(x, G: GlmmArrays, nagq: int = 1, n_newton: int = 1):
     """:func:`objective_aux` from zero modes, the value only."""
     return objective_aux(x, None, G, nagq, n_newton)[0]

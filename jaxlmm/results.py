@@ -265,9 +265,11 @@ class LmerResult(FitAccessors):
     def diagnostics(self) -> types.MappingProxyType:
         """Convergence and singularity details behind the fit's one consolidated warning:
         ``converged``, ``singular``, ``warnings`` (the messages), ``message``, ``grad``,
-        ``grad_norm``, ``n_evals``, ``n_iter``, ``optimizer``, ``time_s``."""
+        ``grad_norm``, ``n_evals``, ``n_iter``, ``optimizer``, ``time_s``, ``hessian_min_eig`` (the
+        smallest curvature at the optimum off the boundary, internal scale), ``restarts`` (from a
+        stationary start or a saddle, :mod:`jaxlmm.finish`)."""
         keys = ("converged", "warnings", "message", "grad", "grad_norm", "n_evals", "n_iter", "optimizer",
-                "time_s")
+                "time_s", "hessian_min_eig", "restarts")
         d = {k: self.optinfo.get(k) for k in keys}
         d["singular"] = bool(self.singular)
         return make_mapping(d)
