@@ -35,8 +35,13 @@ def _internal_objective(x, d, M: ModelArrays, R):
 
 
 def _extra_points(x, diag):
-    """The snapped optimum, then ``x + h_i e_i`` for the one-sided Hessian (:mod:`jaxlmm.finish`)."""
-    return jnp.concatenate([finish.snap_points(x, diag)[None], x[None] + jnp.diag(finish.fd_step(x))])
+    """``x + h_i e_i`` for the one-sided Hessian (:mod:`jaxlmm.finish`), then the snapped optimum
+    (evaluated only when a diagonal entry is small enough to snap: :func:`_n_needed`)."""
+    return jnp.concatenate([x[None] + jnp.diag(finish.fd_step(x)), finish.snap_points(x, diag)[None]])
+
+
+def _n_needed(x, diag):
+    return x.shape[0] + jnp.any(diag & (jnp.abs(x) < SINGULAR_TOL)).astype(jnp.int32)
 
 
 @jax.jit
@@ -44,7 +49,7 @@ def _theta_program(carry, budget, d, diag, M: ModelArrays, R, max_iter):
     """One chunk of the BFGS loop over the internal parameters (resumable: see
     :func:`jaxlmm.optimize.run_in_chunks`); after the search, the :func:`_extra_points`."""
     return bfgs_run(_internal_objective, carry, d, M, R, budget=budget, gtol=GTOL, max_iter=max_iter,
-                    extra_points=lambda x: _extra_points(x, diag))
+                    extra_points=lambda x: _extra_points(x, diag), n_needed=lambda x: _n_needed(x, diag))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +112,9 @@ def fit_theta(M: ModelArrays, theta0: np.ndarray | None = None, max_iter: int = 
     n_evals, n_iter, restarts = 0, 0, 0
     while True:
         r = _run(x0, d, diag, M, rside, mi)
-        n_evals += int(r.nfev) + x0.shape[0] + 1
+        x = np.asarray(r.x)
+        small = diag_np & (np.abs(x) < SINGULAR_TOL)
+        n_evals += int(r.nfev) + x0.shape[0] + int(small.any())
         n_iter += int(r.n_iter)
         status = int(r.status)
         if status == 4:
@@ -115,11 +122,11 @@ def fit_theta(M: ModelArrays, theta0: np.ndarray | None = None, max_iter: int = 
                 raise FitError("the objective is not finite at a restart point")
             raise FitError(f"the objective is not finite at the starting values (theta = {np.round(t0, 6).tolist()}): "
                            "give finite, moderate start values")
-        x, f, g = np.asarray(r.x), float(r.fun), np.asarray(r.grad)
+        f, g = float(r.fun), np.asarray(r.grad)
+        k_snap = x.shape[0]  # the snapped point comes after the d Hessian points
         h = finish.fd_step(x)
-        H = finish.forward_hessian(np.asarray(r.extra_g[1:]), g, h)
-        small = diag_np & (np.abs(x) < SINGULAR_TOL)
-        snapped = small.any() and finish.snap_ok(float(r.extra_f[0]), f)
+        H = finish.forward_hessian(np.asarray(r.extra_g[:k_snap]), g, h)
+        snapped = small.any() and finish.snap_ok(float(r.extra_f[k_snap]), f)
         free = ~small if snapped else np.ones_like(small)
         lam, _ = finish.min_eigen(H, free)
         saddle = finish.negative_curvature(lam, H, free)
@@ -134,7 +141,7 @@ def fit_theta(M: ModelArrays, theta0: np.ndarray | None = None, max_iter: int = 
             saddle = False  # no lower point along the suspect directions: curvature noise
         break
     if snapped:
-        x, f, g = np.where(small, 0.0, x), float(r.extra_f[0]), np.asarray(r.extra_g[0])
+        x, f, g = np.where(small, 0.0, x), float(r.extra_f[k_snap]), np.asarray(r.extra_g[k_snap])
     else:
         small = np.zeros_like(small)
     if not (np.isfinite(f) and np.all(np.isfinite(x))):

@@ -17,7 +17,7 @@ from .correlation import CorrelationStructure
 from .arguments import positive_int
 from .covariance import check_theta, template_spec, theta_names, theta_start
 from .design import Design, build_design
-from .errors import ArgumentError, FitError, FitWarning
+from .errors import ArgumentError, DataError, FitError, FitWarning
 from .fit import conditional_estimates, fit_theta
 from .gram_shards import use_shards
 from .model import LmerModel
@@ -156,6 +156,7 @@ def fit_model(model: LmerModel, *, reml: bool, start: np.ndarray | None = None, 
     t0 = time.perf_counter() if t0 is None else t0
     design = model.design
     specs = model.specs
+    _check_residual_left(model)
     k = sum(s.size for s in specs)
     rfit = None
     with float64():
@@ -255,6 +256,23 @@ def fit_model(model: LmerModel, *, reml: bool, start: np.ndarray | None = None, 
     if warn_msgs:
         warnings.warn("; ".join(warn_msgs) + " (details in fit.diagnostics)", FitWarning, stacklevel=stacklevel)
     return result
+
+
+def _check_residual_left(model: LmerModel) -> None:
+    """Refuse a response that the fixed effects fit exactly (a constant one with an intercept,
+    also out of core where no rows are kept): ``y'Wy - (X'Wy)' (X'WX)^+ X'Wy = 0`` leaves nothing
+    for random effects or a residual variance (lme4 refuses a constant response)."""
+    D = np.asarray(model.gram.diag[-1])[0]
+    p = model.p
+    yty = float(D[p, p])
+    rss = yty
+    if p:
+        coef, *_ = np.linalg.lstsq(D[:p, :p], D[:p, p], rcond=None)
+        rss = yty - float(D[:p, p] @ coef)
+    if not rss > 1e-12 * max(yty, 1e-300):
+        raise DataError(f"the response {model.design.response!r} is fitted exactly by the fixed effects (residual sum "
+                        "of squares 0; e.g. a constant response): nothing is left for random effects or a residual "
+                        "variance")
 
 
 def fit_gram(gram, specs, design0, terms, labels, *, n: int, n_dropped: int, log_w: float, reml: bool,

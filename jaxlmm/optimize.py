@@ -81,7 +81,8 @@ def _descent(H, g):
 class BFGSCarry(NamedTuple):
     """The whole state of the loop: the search (``s``) and the extra points evaluated so far
     (``j``; values ``ef``, gradients ``eg``, ``aux_keep`` of the first, ``aux_last`` of the
-    latest evaluation)."""
+    latest evaluation); ``need``: how many extra points the loop evaluates (``n_needed`` of the
+    current ``x``, at most ``len(ef)``)."""
 
     s: _State
     j: jnp.ndarray
@@ -89,6 +90,7 @@ class BFGSCarry(NamedTuple):
     eg: jnp.ndarray
     aux_keep: Any
     aux_last: Any
+    need: Any = None
 
 
 def _aux_zeros(fun, x0, args, has_aux: bool, feed_aux: bool):
@@ -119,12 +121,12 @@ def bfgs_init(fun: Callable, x0, *args, n_extra: int = 0, has_aux: bool = False,
     if aux0 is None:
         aux0 = _aux_zeros(fun, x0, args, has_aux, feed_aux)
     m = int(n_extra)
-    return BFGSCarry(s, i0, np.zeros((m,), dtype), np.zeros((m, n), dtype), aux0, aux0)
+    return BFGSCarry(s, i0, np.zeros((m,), dtype), np.zeros((m, n), dtype), aux0, aux0, i0 + m)
 
 
 def bfgs_done(carry: BFGSCarry):
     """Whether the search has stopped and every extra point is evaluated."""
-    return (carry.s.status >= 0) & (carry.j >= carry.ef.shape[0])
+    return (carry.s.status >= 0) & (carry.j >= carry.need)
 
 
 def bfgs_result(carry: BFGSCarry) -> BFGSResult:
@@ -154,11 +156,13 @@ def bfgs_run(
     max_iter=1000,
     max_backtrack: int = 60,
     extra_points: Callable | None = None,
+    n_needed: Callable | None = None,
     has_aux: bool = False,
     feed_aux: bool = False,
 ) -> BFGSCarry:
     """Continue the loop from ``carry`` until it is done or ``budget`` more evaluations have been
-    made (``None``: no limit). ``max_iter`` and ``budget`` may be traced."""
+    made (``None``: no limit). ``max_iter`` and ``budget`` may be traced. ``n_needed(x)``: how
+    many of the extra points (the first ones) are needed at the final ``x`` (default: all)."""
     vg_raw = jax.value_and_grad(fun, has_aux=has_aux)
     if has_aux:
         def vg(x, prev, *a):
@@ -180,12 +184,12 @@ def bfgs_run(
 
     def cond(c):
         cc, calls = c
-        more = (cc.s.status < 0) | (cc.j < m)
+        more = (cc.s.status < 0) | (cc.j < cc.need)
         return more if budget is None else more & (calls < budget)
 
     def body(c):
         cc, calls = c
-        s, j, ef, eg, aux_keep, aux_last = cc
+        s, j, ef, eg, aux_keep, aux_last, _ = cc
         searching = s.status < 0
         xt = s.x + s.t * s.d
         if m:
@@ -202,7 +206,8 @@ def bfgs_run(
         s_new = _search_step(s, xt, ft, gt)
         if m:
             s_new = jax.tree_util.tree_map(lambda a, b: jnp.where(searching, a, b), s_new, s)
-        return BFGSCarry(s_new, j, ef, eg, aux_keep, aux), calls + 1
+        need = cc.need if n_needed is None else jnp.asarray(n_needed(s_new.x), cc.need.dtype)
+        return BFGSCarry(s_new, j, ef, eg, aux_keep, aux, need), calls + 1
 
     def _search_step(s: _State, xt, ft, gt):
         nfev = s.nfev + 1
@@ -262,18 +267,17 @@ def run_in_chunks(program: Callable, carry: BFGSCarry, *args, seconds: float = 0
     measured time per evaluation of the previous chunk). Python handles Ctrl-C between calls, so
     a KeyboardInterrupt arrives within about a chunk, or one evaluation when that is longer."""
     budget = int(first)
-    m = carry.ef.shape[0]
 
     def counts(c):  # one host synchronisation per chunk
-        status, j, nfev = jax.device_get((c.s.status, c.j, c.s.nfev))
-        return int(status), int(j), int(j) + int(nfev)
+        status, j, nfev, need = jax.device_get((c.s.status, c.j, c.s.nfev, c.need))
+        return int(status), int(j), int(j) + int(nfev), int(need)
 
-    _, _, before = counts(carry)
+    _, _, before, _ = counts(carry)
     while True:
         t0 = time.perf_counter()
         carry = program(carry, np.asarray(budget), *args)
-        status, j, now = counts(carry)
-        if status >= 0 and j >= m:
+        status, j, now, need = counts(carry)
+        if status >= 0 and j >= need:
             return carry
         per_eval = max((time.perf_counter() - t0) / max(now - before, 1), 1e-7)
         before = now

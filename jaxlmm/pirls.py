@@ -43,6 +43,7 @@ from .gram_shards import segment_cross
 from .objective import scale_blocks
 
 PIRLS_MAX_ITER = 60
+MAX_START_ETA = 15.0  # the GLM start's largest |X beta| (see glm_coefficients)
 PIRLS_MAX_HALVINGS = 30
 N_NEWTON = 2  # Newton steps from the PIRLS mode for exact first and second derivatives
 
@@ -467,6 +468,10 @@ def glm_coefficients(G: GlmmArrays, max_iter: int = 50):
     beta0 = jnp.zeros((p,), X.dtype)
     _, beta, _, _ = lax.while_loop(cond, body, (fam.link.link(mu0), beta0, jnp.asarray(0), jnp.asarray(False)))
     beta = jnp.where(jnp.all(jnp.isfinite(beta)), beta, 0.0)
+    # under (quasi-)complete separation IRLS runs off to |X beta| in the hundreds, where PIRLS
+    # finds no modes: start with the same direction at a moderate size instead
+    size = jnp.max(jnp.abs(X @ beta) * (w > 0)) if p else jnp.asarray(0.0, X.dtype)
+    beta = beta * jnp.minimum(1.0, MAX_START_ETA / jnp.maximum(size, 1e-300))
     mu = fam.link.inverse(G.offset + X @ beta)
     n = jnp.sum(w > 0)  # the real rows (padding rows have weight 0)
     phi = jnp.sum(w * (y - mu) ** 2 / fam.variance(mu)) / jnp.maximum(1, n - p)

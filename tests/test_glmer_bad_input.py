@@ -81,7 +81,8 @@ def test_complete_separation_warns():
     with pytest.warns(FitWarning, match="fitted probabilities numerically 0 or 1"):
         jaxlmm.glmer("y ~ x + (1 | g)", df, "binomial")
     # without separation: no such warning
-    df2 = df.assign(y=(x + rng.normal(size=200) > 0).astype(float))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", FitWarning)
-        jaxlmm.glmer("y ~ x + (1 | g)", df2, "binomial")
+    df2 = df.assign(y=(x + rng.normal(size=200) + rng.normal(size=20)[g] > 0).astype(float))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        f = jaxlmm.glmer("y ~ x + (1 | g)", df2, "binomial")
+    assert not any("fitted probabilities" in str(w.message) for w in caught) and f.converged

@@ -104,6 +104,15 @@ def test_constant_responses_are_refused(sleep, cbpp):
         jaxlmm.lmer_many("~ Days + (1 | Subject)", sleep, np.column_stack([sleep.Reaction, np.ones(180)]))
 
 
+def test_response_fitted_exactly_by_the_fixed_effects_is_refused(sleep, tmp_path):
+    with pytest.raises(DataError, match="fitted exactly by the fixed effects"):
+        jaxlmm.lmer(F1, sleep.assign(Reaction=2.0 + 3.0 * sleep.Days))
+    # out of core, where no rows are kept: the Gram blocks say it
+    sleep.assign(Reaction=250.0).to_parquet(tmp_path / "flat.parquet")
+    with pytest.raises(DataError, match="fitted exactly by the fixed effects"):
+        jaxlmm.lmer(F1, str(tmp_path / "flat.parquet"))
+
+
 # ---------------------------------------------------------------- the end is a minimum
 
 
