@@ -110,6 +110,8 @@ def lmer_many(
     if not isinstance(reml, (bool, np.bool_)):
         raise ArgumentError(f"reml must be True or False, got {reml!r}")
     max_iter = positive_int(max_iter, "max_iter")
+    if shard is not None and not isinstance(shard, (bool, np.bool_)):
+        raise ArgumentError(f"shard must be True, False or None, got {shard!r}")
     batch_size = optional_positive_int(batch_size, "batch_size")
     t0 = time.perf_counter()
     pf = parse_formula(formula, response_required=False)

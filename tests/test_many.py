@@ -92,6 +92,8 @@ def test_bad_input(sleep):
         jl.lmer_many("Days + (1 | Subject)", sleep, ["Reaction"])
     with pytest.raises(jl.ArgumentError, match="batch_size must be a positive integer"):
         jl.lmer_many(FORMULA, sleep, ["Reaction"], batch_size=0)
+    with pytest.raises(jl.ArgumentError, match="shard must be True, False or None"):
+        jl.lmer_many(FORMULA, sleep, ["Reaction"], shard="yes")
 
 
 SHARDED = r"""

@@ -19,7 +19,6 @@ import pandas as pd
 import pytest
 
 import jaxlmm
-from jaxlmm import finish
 from jaxlmm.errors import ArgumentError, DataError, FitError, FitWarning
 
 from conftest import load_data, load_reference
@@ -139,6 +138,8 @@ def test_the_hessian_is_checked_and_reported(slope_fit):
 
 
 def test_escape_points_follow_negative_curvature_and_stuck_coordinates():
+    from jaxlmm import finish
+
     H = np.array([[2.0, 0.0], [0.0, -1.0]])
     x, x0 = np.array([0.3, 0.0]), np.array([1.0, 0.0])
     pts = finish.escape_points(x, x0, np.array([0.1, 0.0]), H, np.ones(2, bool))
@@ -152,6 +153,8 @@ def test_escape_points_follow_negative_curvature_and_stuck_coordinates():
 
 
 def test_convergence_rule_needs_finite_values():
+    from jaxlmm import finish
+
     assert finish.converged(0, 0.0, 1.0)
     assert not finish.converged(0, 0.0, np.inf)
     assert not finish.converged(3, np.nan, 1.0)
