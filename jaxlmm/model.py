@@ -170,7 +170,7 @@ def model_with_response(model: LmerModel, y: np.ndarray) -> LmerModel:
     y = np.asarray(y, dtype=np.float64)
     D, offs = model.response_blocks((y - d.offset)[:, None])
     k = len(d.terms)
-    diag = list(model.gram.diag[:k]) + [D[0]]
+    diag = list(model.gram.diag[:k]) + [D[0][None]]  # (1, p+1, p+1), as built from the rows
     off = dict(model.gram.off)
     for j in range(k):
         off[key_name(k, j)] = offs[j][0]
