@@ -30,8 +30,11 @@ class CorMeta:
 
     n_params: int
     names: tuple[str, ...]
-    size: int = 0  # occasions (Unstructured), largest lag (Toeplitz, AR1), largest group (CS)
+    size: int = 0  # occasions (Unstructured), largest lag (Toeplitz), bits of the largest step (AR1), largest group (CS)
     scale: float = 1.0  # typical time gap (Exponential's starting range)
+    # starting values on the unconstrained scale from the data (moment estimates); not part of
+    # the structure, so not compared: programs compiled for one data set serve another
+    start: tuple = dataclasses.field(default=(), compare=False)
 
 
 class CorrelationStructure:
@@ -66,7 +69,16 @@ class CorrelationStructure:
         raise NotImplementedError
 
     def start(self, meta: CorMeta) -> np.ndarray:
-        return np.zeros(meta.n_params)
+        """Starting values (unconstrained): the moment estimate of :meth:`moment_start` when the
+        data gave one, else 0."""
+        return np.array(meta.start, dtype=np.float64) if meta.start else np.zeros(meta.n_params)
+
+    def moment_start(self, meta: CorMeta, arrays: dict, resid: np.ndarray, mask: np.ndarray):
+        """Unconstrained starting values from the within-group OLS residuals ``resid (G, T)``
+        (packed as the rows, 0 on padding), or None to start at 0. Structures whose criterion
+        can be stationary at 0 override this (AR(1) on occasions spaced more than 1 apart:
+        ``d phi^s / d phi = 0`` at ``phi = 0``)."""
+        return None
 
     def matrices(self, nat, meta: CorMeta, arrays: dict):
         """``C_g (G, T, T)``, identity on padded slots."""
@@ -121,6 +133,33 @@ def _check_integer_times(key: np.ndarray, mask: np.ndarray, structure) -> None:
             f"{structure!r}: time column {structure.time!r} must hold integer occasions, "
             f"found {v[bad][0]:g}; use Exponential(group, time) for continuous time"
         )
+
+
+def _check_exact_times(key: np.ndarray, mask: np.ndarray, structure) -> None:
+    """Integer occasions must be exact in float64 (below 2^53), or their gaps are not."""
+    v = np.abs(key[mask])
+    if v.size and v.max() >= 2.0**53:
+        raise DataError(
+            f"{structure!r}: time column {structure.time!r} has values as large as {v.max():g}, "
+            "beyond 2^53, where float64 numbers are not exact integers (their gaps would be "
+            "rounded); subtract a reference time"
+        )
+
+
+def _integer_power(x, k, bits: int):
+    """``x ** k`` for a scalar ``x`` and integer-valued ``k >= 0`` (any shape, below
+    ``2 ** bits``) by repeated squaring over the bits of ``k``: ``bits`` products, no table
+    sized by the largest ``k``, no logarithm (``x`` may be 0 or negative); differentiable in
+    ``x`` in both modes."""
+    out = jnp.ones(jnp.shape(k), x.dtype)
+    rest = jnp.asarray(k, x.dtype)
+    base = x
+    for _ in range(bits):
+        odd = jnp.mod(rest, 2.0) == 1.0
+        out = jnp.where(odd, out * base, out)
+        rest = jnp.floor(rest / 2.0)
+        base = base * base
+    return out
 
 
 def _markov_whiten(r, B):
@@ -227,18 +266,38 @@ class AR1(MarkovStructure):
 
     def prepare(self, key, mask, labels):
         _check_integer_times(key, mask, self)
+        _check_exact_times(key, mask, self)
         _check_unique_times(key, mask, self, labels)
         step = _steps(key, mask)
-        return CorMeta(1, ("phi",), max(int(step.max()) if step.size else 0, 1)), {"step": step}
+        largest = int(step.max()) if step.size else 0
+        return CorMeta(1, ("phi",), max(largest.bit_length(), 1)), {"step": step}
 
     def natural(self, u, meta):
         return jnp.tanh(u / 2.0)  # nlme's log((1 + phi) / (1 - phi))
 
     def correlation_at(self, nat, meta, step):
-        # phi^step by repeated products (no log: phi may be 0 or negative)
-        powers = jnp.concatenate([jnp.ones((1,), nat.dtype),
-                                  jax.lax.associative_scan(jnp.multiply, jnp.full((meta.size,), nat[0]))])
-        return powers[step.astype(jnp.int32)]
+        return _integer_power(nat[0], step, meta.size)
+
+    def moment_start(self, meta, arrays, resid, mask):
+        """``phi = r^(1/s)`` from the correlation ``r`` of the residuals one row apart at the most
+        common step ``s`` between consecutive rows (kept inside ``0.05 <= |r| <= 0.9``; ``r > 0``
+        for an even step, where AR(1) correlations are positive): ``phi = 0`` is a stationary
+        point of the criterion when no step is 1."""
+        step = arrays["step"]
+        if not (step > 0).any():
+            return None
+        steps, counts = np.unique(step[step > 0], return_counts=True)
+        s = float(steps[np.argmax(counts)])  # the smallest of the most common
+        sel = step == s
+        prev = np.concatenate([np.zeros_like(resid[:, :1]), resid[:, :-1]], axis=1)
+        a, b = resid[sel], prev[sel]
+        den = np.sqrt(np.sum(a * a) * np.sum(b * b))
+        r = float(np.sum(a * b) / den) if den > 0 else 0.0
+        if r <= 0.0 and (s % 2 == 0 or r == 0.0):
+            r = 0.05
+        r = float(np.sign(r) * np.clip(abs(r), 0.05, 0.9))
+        phi = np.sign(r) * abs(r) ** (1.0 / s)
+        return np.array([2.0 * np.arctanh(phi)])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -345,16 +404,17 @@ class CompoundSymmetry(CorrelationStructure):
 
 def _corr_from_cpc(z, n: int):
     """Correlation matrix ``(n, n)`` from canonical partial correlations ``z`` (row-wise lower
-    triangle, ``|z| < 1``) through its Cholesky factor: positive definite for every ``z``."""
-    L = jnp.zeros((n, n), z.dtype).at[0, 0].set(1.0)
-    k = 0
-    for i in range(1, n):
-        rest = jnp.asarray(1.0, z.dtype)
-        for j in range(i):
-            L = L.at[i, j].set(z[k] * jnp.sqrt(rest))
-            rest = rest - L[i, j] ** 2
-            k += 1
-        L = L.at[i, i].set(jnp.sqrt(rest))
+    triangle, ``|z| < 1``) through its Cholesky factor: positive definite for every ``z``.
+    Row ``i`` of the factor is ``L_ij = z_ij sqrt(prod_{k<j} (1 - z_ik^2))`` and
+    ``L_ii = sqrt(prod_{k<i} (1 - z_ik^2))``: a few array operations whatever ``n``."""
+    r, c = np.tril_indices(n, -1)  # row-wise: (1,0), (2,0), (2,1), (3,0), ...
+    idx = np.full((n, n), r.shape[0])  # the appended zero above the diagonal
+    idx[r, c] = np.arange(r.shape[0])
+    Z = jnp.concatenate([z, jnp.zeros((1,), z.dtype)])[idx]
+    log_rest = jnp.cumsum(jnp.log1p(-Z * Z), axis=1)
+    log_rest = jnp.concatenate([jnp.zeros((n, 1), z.dtype), log_rest[:, :-1]], axis=1)  # k < j
+    rest = jnp.exp(0.5 * log_rest)
+    L = jnp.where(np.eye(n, dtype=bool), rest, Z * rest)
     return L @ L.T
 
 
@@ -362,6 +422,32 @@ def _upper_pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
     """nlme's order of corSymm parameters: (1,2), (1,3), ..., (1,n), (2,3), ..."""
     r, c = np.triu_indices(n, 1)
     return r, c
+
+
+# An unstructured correlation has n(n - 1)/2 parameters: its optimisation (and the Hessian behind
+# standard errors) grows as n^4 and needs as many groups observed at the pairs of occasions
+MAX_UNSTRUCTURED_OCCASIONS = 40
+
+
+def _check_pairs_observed(occ: np.ndarray, n: int, labels: list[str], structure) -> None:
+    """Every pair of occasions must be observed together in some group: the data carry no
+    information on the correlation of a pair that never is."""
+    G = occ.shape[0]
+    seen = np.zeros((G, n), dtype=np.int64)
+    g, t = np.nonzero(occ >= 0)
+    seen[g, occ[g, t]] = 1
+    together = seen.T @ seen
+    r, c = _upper_pairs(n)
+    never = together[r, c] == 0
+    if never.any():
+        a, b = int(r[never][0]), int(c[never][0])
+        raise DataError(
+            f"{structure!r}: occasions {labels[a]} and {labels[b]} of {structure.time!r} are never "
+            f"observed in the same group of {structure.group!r} ({int(never.sum())} of the "
+            f"{len(r)} pairs of occasions are not), so the data carry no information on their "
+            f"correlation. Use AR1({structure.group!r}, {structure.time!r}) or "
+            f"Toeplitz({structure.group!r}, {structure.time!r}), or fewer occasions"
+        )
 
 
 def _gather_matrices(full, occ):
@@ -402,9 +488,18 @@ class Unstructured(CorrelationStructure):
         n = len(occ_values)
         if n < 2:
             raise DataError(f"{self!r}: time column {self.time!r} has a single occasion")
+        if n > MAX_UNSTRUCTURED_OCCASIONS:
+            raise DataError(
+                f"{self!r}: time column {self.time!r} has {n} occasions, so an unstructured "
+                f"correlation would have {n * (n - 1) // 2} parameters; jaxlmm fits at most "
+                f"{MAX_UNSTRUCTURED_OCCASIONS} occasions ({MAX_UNSTRUCTURED_OCCASIONS * (MAX_UNSTRUCTURED_OCCASIONS - 1) // 2} "
+                f"correlations). Use AR1({self.group!r}, {self.time!r}), "
+                f"Toeplitz({self.group!r}, {self.time!r}) or Exponential({self.group!r}, {self.time!r})"
+            )
         occ = np.full(key.shape, -1, dtype=np.int64)
         occ[mask] = np.searchsorted(occ_values, key[mask])
         lab = [f"{v:g}" for v in occ_values]
+        _check_pairs_observed(occ, n, lab, self)
         r, c = _upper_pairs(n)
         names = tuple(f"cor({lab[a]},{lab[b]})" for a, b in zip(r, c))
         return CorMeta(len(r), names, n), {"occ": occ}
@@ -436,26 +531,52 @@ class Toeplitz(CorrelationStructure):
 
     def prepare(self, key, mask, labels):
         _check_integer_times(key, mask, self)
+        _check_exact_times(key, mask, self)
         _check_unique_times(key, mask, self, labels)
         tmin = np.where(mask, key, np.inf).min(axis=1, keepdims=True)
         t0 = np.where(mask, key - tmin, -1).astype(np.int64)
         max_lag = int(t0.max())
         if max_lag < 1:
             raise DataError(f"{self!r}: every group of {self.group!r} has a single occasion")
+        lags = _observed_lags(t0)
+        if len(lags) < max_lag:
+            first_missing = int(np.nonzero(lags != np.arange(1, len(lags) + 1))[0][0]) + 1
+            step = int(np.gcd.reduce(lags))
+            hint = (f"; the lags are multiples of {step}: number the occasions 1, 2, 3, ... "
+                    f"(divide {self.time!r} by {step})") if step > 1 else ""
+            raise DataError(
+                f"{self!r}: the largest lag of {self.time!r} within a group of {self.group!r} is "
+                f"{max_lag}, but lag {first_missing} never occurs ({max_lag - len(lags)} of the "
+                f"{max_lag} lags do not), so the data carry no information on its correlation"
+                f"{hint}. Use AR1({self.group!r}, {self.time!r}) or "
+                f"Exponential({self.group!r}, {self.time!r}) for irregular times"
+            )
         names = tuple(f"lag{k}" for k in range(1, max_lag + 1))
         return CorMeta(max_lag, names, max_lag), {"occ": t0}
 
     def natural(self, u, meta):
+        """Durbin–Levinson: the autocorrelations ``rho_1..rho_K`` from the partial ones, one
+        step per lag in a loop (the program does not grow with ``K``)."""
         pac = jnp.tanh(u)
-        rho = [pac[0]]
-        phi = [pac[0]]
-        for k in range(2, meta.size + 1):
-            pk = pac[k - 1]
-            num = sum(phi[j] * rho[k - 2 - j] for j in range(k - 1))
-            den = 1.0 - sum(phi[j] * rho[j] for j in range(k - 1))
-            rho.append(pk * den + num)
-            phi = [phi[j] - pk * phi[k - 2 - j] for j in range(k - 1)] + [pk]
-        return jnp.stack(rho)
+        K = meta.size
+        if K == 1:
+            return pac
+        j = jnp.arange(K)
+
+        def step(k, carry):  # k = 1, ..., K-1: the order-(k+1) recursion
+            phi, rho = carry
+            pk = pac[k]
+            valid = j < k
+            back = jnp.clip(k - 1 - j, 0, K - 1)
+            num = jnp.sum(jnp.where(valid, phi * rho[back], 0.0))
+            den = 1.0 - jnp.sum(jnp.where(valid, phi * rho, 0.0))
+            rho = rho.at[k].set(pk * den + num)
+            phi = jnp.where(valid, phi - pk * phi[back], phi).at[k].set(pk)
+            return phi, rho
+
+        first = jnp.zeros((K,), pac.dtype).at[0].set(pac[0])
+        _, rho = jax.lax.fori_loop(1, K, step, (first, first))
+        return rho
 
     def matrices(self, nat, meta, arrays):
         n = meta.size + 1
@@ -463,6 +584,17 @@ class Toeplitz(CorrelationStructure):
         lag = np.abs(idx[:, None] - idx[None, :])
         full = jnp.concatenate([jnp.ones((1,), nat.dtype), nat])[lag]
         return _gather_matrices(full, arrays["occ"])
+
+
+def _observed_lags(t0: np.ndarray) -> np.ndarray:
+    """The distinct lags between two rows of a group, sorted (``t0``: times from the group's
+    first, -1 on padding; rows in time order). Memory: the pairs of rows, not the largest lag."""
+    valid = t0 >= 0
+    found = [np.zeros(0, np.int64)]
+    for d in range(1, t0.shape[1]):
+        both = valid[:, d:] & valid[:, :-d]
+        found.append(np.unique(t0[:, d:][both] - t0[:, :-d][both]))
+    return np.unique(np.concatenate(found))
 
 
 STRUCTURES = (AR1, Exponential, CompoundSymmetry, Unstructured, Toeplitz)  # MarkovStructure: AR1, Exponential

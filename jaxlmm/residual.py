@@ -164,6 +164,9 @@ def build_rside(design: Design, gram: Gram, correlation: CorrelationStructure | 
     cor_meta, cor_arrays = None, {}
     if correlation is not None:
         cor_meta, cor_arrays = correlation.prepare(pack(key, np.nan), mask, glabels)
+        u0 = correlation.moment_start(cor_meta, cor_arrays, pack(_ols_residuals(design)), mask)
+        if u0 is not None:
+            cor_meta = dataclasses.replace(cor_meta, start=tuple(float(v) for v in u0))
     var_meta, var_vals = None, np.zeros(n)
     if variance is not None:
         var_meta, var_vals = variance.prepare(design.aux[variance.column])
@@ -222,6 +225,17 @@ def build_rside(design: Design, gram: Gram, correlation: CorrelationStructure | 
     )
 
 
+def _ols_residuals(design: Design) -> np.ndarray:
+    """``sqrt(w) (y - offset - X beta)`` at the weighted least-squares ``beta`` (for moment
+    estimates of the starting correlation)."""
+    sw = np.sqrt(design.weights)
+    r = (design.y - design.offset) * sw
+    if design.p:
+        beta, *_ = np.linalg.lstsq(design.X * sw[:, None], r, rcond=None)
+        r = r - (design.X * sw[:, None]) @ beta
+    return r
+
+
 def _component_blocks(design: Design, gram: Gram, comps, slices) -> dict:
     """Each component's Gram blocks, stacked: ``diag[i] (J, levels_i, p_i, p_i)``, ``off``."""
     diags, offs = [], []
@@ -242,6 +256,8 @@ def to_device(R: RSideArrays) -> RSideArrays:
 
 
 def start(meta: RSideMeta) -> np.ndarray:
+    """Unconstrained starting values: the correlation structure's (a moment estimate from the
+    OLS residuals where 0 can be a stationary point), then the variance function's."""
     parts = []
     if meta.correlation is not None:
         parts.append(meta.correlation.start(meta.cor_meta))
@@ -365,7 +381,18 @@ def _deviance_natural(v, M: ModelArrays, R: RSideArrays, k: int):
     return deviance_varpar(jnp.concatenate([v[:k], v[-1:]]), Mn)
 
 
-_hessian_natural = jax.jit(jax.hessian(_deviance_natural), static_argnums=(3,))
+# Hessian columns per call: forward over reverse for this many directions at once (memory: that
+# many tangents of every intermediate of the evaluation, so an unstructured correlation's
+# hundreds of parameters do not all go at once)
+HESSIAN_CHUNK = 32
+
+
+@functools.partial(jax.jit, static_argnums=(3,))
+def _hessian_columns(v, M: ModelArrays, R: RSideArrays, k: int, E):
+    """``H e`` for the directions ``e`` in the rows of ``E``: the Hessian of
+    :func:`_deviance_natural` (``jax.hessian``'s forward over reverse, for some columns)."""
+    grad = jax.grad(_deviance_natural)
+    return jax.vmap(lambda e: jax.jvp(lambda w: grad(w, M, R, k), (v,), (e,))[1])(E)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -400,7 +427,12 @@ def natural_hessian(model, theta: np.ndarray, nat: np.ndarray, sigma: float, rem
         M = model.arrays(reml, host_lapack=False)
         R = model.rside_arrays()
         v = jnp.asarray(np.r_[theta, nat, sigma], dtype=jnp.float64)
-        return np.asarray(_hessian_natural(v, M, R, len(theta)))
+        d = v.shape[0]
+        c = min(d, HESSIAN_CHUNK)
+        eye = np.eye(-(-d // c) * c, d)  # padded with zero directions to whole chunks
+        cols = [np.asarray(_hessian_columns(v, M, R, len(theta), jnp.asarray(eye[a : a + c])))
+                for a in range(0, eye.shape[0], c)]
+        return np.concatenate(cols)[:d].T  # row j is H e_j, column j of jax.hessian's
 
 
 def pearson_normalized(model, nat: np.ndarray, v: np.ndarray, normalized: bool) -> np.ndarray:

@@ -121,7 +121,12 @@ class VarPower(VarianceFunction):
         v = _numeric(values, self)
         if (v == 0).any():
             raise DataError(f"{self!r}: column {self.column!r} has zero values; |v|^power is 0 there")
-        return VarMeta(1, ("power",)), np.log(np.abs(v))
+        logv = np.log(np.abs(v))
+        if np.ptp(logv) == 0:
+            what = f"column {self.column!r}" if np.ptp(v) == 0 else f"|v| of column {self.column!r}"
+            raise DataError(f"{self!r}: {what} is constant ({abs(v[0]):g}), so |v|^power is one factor "
+                            "for every row and cannot be told apart from sigma: the power has no information")
+        return VarMeta(1, ("power",)), logv
 
     def log_sd(self, nat, v):
         return nat[0] * v
@@ -134,7 +139,12 @@ class VarExp(VarianceFunction):
     column: str
 
     def prepare(self, values):
-        return VarMeta(1, ("expon",)), _numeric(values, self)
+        v = _numeric(values, self)
+        if v.size and np.ptp(v) == 0:
+            raise DataError(f"{self!r}: column {self.column!r} is constant ({v[0]:g}), so exp(expon v) is "
+                            "one factor for every row and cannot be told apart from sigma: expon has no "
+                            "information")
+        return VarMeta(1, ("expon",)), v
 
     def log_sd(self, nat, v):
         return nat[0] * v

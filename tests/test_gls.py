@@ -195,3 +195,81 @@ def test_anova_between_structures(fits, orthodont):
     tab = jl.anova(base, fits["orthodont_lme_ar1"])
     assert list(tab["npar"]) == [5, 6]
     assert tab["Chisq"].iloc[1] >= 0
+
+
+SPACED = json.loads((DATA / "orthodont_ar1_spaced.json").read_text())
+
+
+@pytest.mark.parametrize("kind", ["gls", "lme"])
+def test_ar1_on_spaced_occasions_starts_from_the_data(orthodont, kind):
+    """Occasions 10, 20, 30, 40: the correlation one visit apart is phi^10, so the criterion is
+    stationary at phi = 0, where a start at 0 stops and reports convergence (jaxlmm did, and nlme
+    does: REML 483.56 for gls where 444.59 is reachable; tests/data/ar1_spaced.R). The start
+    r^(1/10) from the residuals' lag correlation reaches nlme's fit started near the optimum."""
+    from jaxlmm.residual import start
+
+    O = orthodont.copy()
+    O["occ10"] = O["occasion"] * 10
+    s = jl.AR1("Subject", "occ10")
+    if kind == "gls":
+        fit = jl.gls("distance ~ age * Sex", O, correlation=s)
+    else:
+        fit = jl.lmer("distance ~ age + Sex + (1 | Subject)", O, correlation=s)
+    r, stuck = SPACED[kind], SPACED[f"{kind}_default_start"]
+    assert stuck["phi"] == 0 and stuck["REML"] > r["REML"]  # nlme from phi = 0
+    assert fit.converged
+    assert fit.objective == pytest.approx(r["REML"], rel=1e-8)
+    np.testing.assert_allclose(fit.fixef.to_numpy(), r["beta"], rtol=1e-5)
+    assert fit.sigma == pytest.approx(r["sigma"], rel=1e-4)
+    assert fit.correlation_params.iloc[0] == pytest.approx(r["phi"], rel=1e-4)
+    phi0 = np.tanh(start(fit._model.rside.meta)[0] / 2)
+    assert 0.5 < phi0 < 1.0  # away from the stationary point
+
+
+def test_ar1_moment_start():
+    """phi0 = r^(1/s) for the residuals' correlation r one row apart at the most common step s
+    (negative r kept for odd steps; |r| clipped into [0.05, 0.9])."""
+    from jaxlmm.correlation import CorMeta
+
+    s = jl.AR1("g", "t")
+    meta = CorMeta(1, ("phi",), 3)
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=500)
+    a /= np.linalg.norm(a)
+    c = rng.normal(size=500)
+    c -= (c @ a) * a
+    c /= np.linalg.norm(c)
+    # two rows per group, 3 apart (and a few groups 1 apart, fewer, so step 3 is the most common)
+    step = np.tile([[0.0, 3.0]], (500, 1))
+    step[:100, 1] = 1.0
+    for r, phi in ((0.512, 0.8), (-0.343, -0.7), (0.001, None), (0.99, 0.9 ** (1 / 3))):
+        b = r * a + np.sqrt(1 - r**2) * c  # a'b = r over all rows
+        b[:100], a1 = 0.0, a.copy()
+        a1[:100] = 0.0  # the step-1 groups' residuals do not enter the step-3 correlation
+        r3 = a1 @ b / np.sqrt((a1 @ a1) * (b @ b))
+        resid = np.column_stack([a1, b])
+        u = s.moment_start(meta, {"step": step}, resid, np.ones((500, 2), bool))
+        want = np.sign(r3) * np.clip(abs(r3), 0.05, 0.9) ** (1 / 3)
+        assert np.tanh(u[0] / 2) == pytest.approx(want, rel=1e-10)
+        if phi is None:  # |r| below 0.05: |phi0| = 0.05^(1/3), not 0
+            assert abs(np.tanh(u[0] / 2)) == pytest.approx(0.05 ** (1 / 3), rel=1e-10)
+        else:
+            assert abs(want - phi) < 0.05
+    # an even step cannot make a negative correlation: phi0 = 0.05^(1/2) > 0
+    step2 = np.tile([[0.0, 2.0]], (500, 1))
+    u = s.moment_start(meta, {"step": step2}, np.column_stack([a, -a]), np.ones((500, 2), bool))
+    assert np.tanh(u[0] / 2) == pytest.approx(0.05 ** 0.5, rel=1e-10)
+
+
+@pytest.mark.parametrize("variance,column", [(jl.VarPower, "v"), (jl.VarExp, "v")])
+def test_variance_function_of_a_constant_covariate_is_refused(orthodont, variance, column):
+    """|v|^delta or exp(delta v) of a constant v is a constant factor of sigma: delta has no
+    information (was reported as 0, its start)."""
+    O = orthodont.copy()
+    O["v"] = 3.0
+    with pytest.raises(jl.DataError, match=r"column 'v' is constant .*cannot be told apart from sigma"):
+        jl.gls("distance ~ age", O, variance=variance(column))
+    O["v"] = np.where(O.index % 2 == 0, 2.0, -2.0)
+    if variance is jl.VarPower:  # |v| constant
+        with pytest.raises(jl.DataError, match=r"\|v\| of column 'v' is constant"):
+            jl.gls("distance ~ age", O, variance=variance(column))
