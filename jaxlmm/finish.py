@@ -113,3 +113,17 @@ def escape_points(x: np.ndarray, x0: np.ndarray, g: np.ndarray, H: np.ndarray, f
 def better(f_probe: float, f: float) -> bool:
     """A probe lower than the optimum beyond rounding."""
     return bool(np.isfinite(f_probe) and f_probe < f - 1e-10 * (1.0 + abs(f)))
+
+
+def lower_start(x: np.ndarray, x0: np.ndarray, g: np.ndarray, H: np.ndarray, free: np.ndarray,
+                f: float, value) -> tuple[np.ndarray | None, int]:
+    """The lowest of :func:`escape_points` by ``value(point) -> float``, when it is lower than
+    the end's ``f`` beyond rounding (a start to search again from), else None; and the number of
+    evaluations made."""
+    pts = escape_points(x, x0, g, H, free)
+    vals = [value(p) for p in pts]
+    if vals:
+        best = int(np.argmin(vals))
+        if better(vals[best], f):
+            return pts[best], len(vals)
+    return None, len(vals)

@@ -131,12 +131,10 @@ def fit_theta(M: ModelArrays, theta0: np.ndarray | None = None, max_iter: int = 
         lam, _ = finish.min_eigen(H, free)
         saddle = finish.negative_curvature(lam, H, free)
         if restarts < finish.MAX_RESTARTS and np.isfinite(f) and status != 2:  # (not at the iteration limit)
-            pts = finish.escape_points(x, x0, g, H, free)
-            vals = [_value(p, d, diag, M, rside, mi) for p in pts]
-            n_evals += len(vals)
-            best = int(np.argmin(vals)) if vals else -1
-            if best >= 0 and finish.better(vals[best], f):
-                x0, restarts = pts[best], restarts + 1
+            lower, n = finish.lower_start(x, x0, g, H, free, f, lambda p: _value(p, d, diag, M, rside, mi))
+            n_evals += n
+            if lower is not None:
+                x0, restarts = lower, restarts + 1
                 continue
             saddle = False  # no lower point along the suspect directions: curvature noise
         break

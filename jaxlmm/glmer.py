@@ -392,12 +392,10 @@ def optimise(model: GlmmModel, x0: np.ndarray, glm_beta: bool = False, max_iter:
             free = ~small
             lam, _ = finish.min_eigen(H, free)
             if restarts < finish.MAX_RESTARTS and np.isfinite(f) and status != 2:  # (not at the iteration limit)
-                pts = finish.escape_points(x, xi0, g, H, free)
-                vals = [_value(model, p_, d, dmask, G, mi) for p_ in pts]
-                n_evals += len(vals)
-                best = int(np.argmin(vals)) if vals else -1
-                if best >= 0 and finish.better(vals[best], f):
-                    xi0, glm_beta, restarts = pts[best], False, restarts + 1
+                lower, n = finish.lower_start(x, xi0, g, H, free, f, lambda p_: _value(model, p_, d, dmask, G, mi))
+                n_evals += n
+                if lower is not None:
+                    xi0, glm_beta, restarts = lower, False, restarts + 1
                     continue
             break
         u, eta, it, ok = r.aux

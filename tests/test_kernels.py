@@ -188,10 +188,11 @@ def test_scaled_off_diagonal_blocks(nlevels, widths, n, nest, panel):
     with jax.enable_x64(True):
         raw = {k: jnp.asarray(v) for k, v in vals.items()}
         S = [None if x is None else jnp.asarray(x) for x in scales]
-        a, ga = jax.value_and_grad(lambda S: total(blocked_log_diagonal(s, diagonal(S), blocks(S), 1)))(S)
-        b, gb = jax.value_and_grad(lambda S: total(blocked_log_diagonal(s, diagonal(S), raw, 1, scale=S)))(S)
-        f1 = blocked_cholesky(s, diagonal(S), blocks(S))
-        f2 = blocked_cholesky(s, diagonal(S), raw, S)
+        # compiled: op by op, the reverse pass over the blocked factor took 20-40 s a case
+        a, ga = jax.jit(jax.value_and_grad(lambda S: total(blocked_log_diagonal(s, diagonal(S), blocks(S), 1))))(S)
+        b, gb = jax.jit(jax.value_and_grad(lambda S: total(blocked_log_diagonal(s, diagonal(S), raw, 1, scale=S))))(S)
+        f1 = jax.jit(lambda S: blocked_cholesky(s, diagonal(S), blocks(S)))(S)
+        f2 = jax.jit(lambda S: blocked_cholesky(s, diagonal(S), raw, S))(S)
     assert float(a) == pytest.approx(float(b), rel=1e-12)
     for x, y in zip(ga[:-1], gb[:-1]):
         np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-9, atol=1e-11)
