@@ -39,9 +39,10 @@ def test_gradient_matches_finite_differences(fid):
         rng = np.random.default_rng(0)
         theta = np.atleast_1d(np.asarray(ref["theta"], float)) * rng.uniform(0.7, 1.3)
         theta = theta + 0.05
-        g_host = np.asarray(jax.grad(objective)(jnp.asarray(theta), M))
-        g_xla = np.asarray(jax.grad(objective)(jnp.asarray(theta), dataclasses.replace(M, host_lapack=False)))
-        f = lambda t: float(objective(jnp.asarray(t), M))
+        grad, value = jax.jit(jax.grad(objective)), jax.jit(objective)
+        g_host = np.asarray(grad(jnp.asarray(theta), M))
+        g_xla = np.asarray(grad(jnp.asarray(theta), dataclasses.replace(M, host_lapack=False)))
+        f = lambda t: float(value(jnp.asarray(t), M))
         h = 1e-5
         fd = np.array([(f(theta + h * e) - f(theta - h * e)) / (2 * h) for e in np.eye(len(theta))])
     np.testing.assert_allclose(g_host, g_xla, rtol=1e-9, atol=1e-9 * np.abs(g_xla).max())
@@ -53,8 +54,9 @@ def test_hessian_matches_lme4(fid):
     with float64():
         ref, M = model(fid, host_lapack=False)
         theta = jnp.asarray(np.atleast_1d(np.asarray(ref["theta"], float)))
-        H = np.asarray(jax.hessian(objective)(theta, M))
-        g = jax.grad(objective)
+        # compiled: op by op, forward over reverse through the blocked factor took ~30 s a case
+        H = np.asarray(jax.jit(jax.hessian(objective))(theta, M))
+        g = jax.jit(jax.grad(objective))
         h = 1e-5
         Hfd = np.array([(np.asarray(g(theta + h * e, M)) - np.asarray(g(theta - h * e, M))) / (2 * h)
                         for e in np.eye(len(theta))])
