@@ -103,3 +103,14 @@ def check_memory(nbytes: float, name: str, what: str) -> None:
     if nbytes > have:
         raise ArgumentError(f"{name} is too large: {what} would need about {format_bytes(nbytes)} of memory, "
                             f"and this machine has {format_bytes(have)}; use a smaller {name}")
+
+
+def check_level(level, what: str = "level") -> float:
+    """A probability strictly inside (0, 1), or an ArgumentError naming ``what``."""
+    try:
+        lv = float(level)
+    except (TypeError, ValueError):
+        raise ArgumentError(f"{what} must be a number in (0, 1), got {level!r}") from None
+    if not 0.0 < lv < 1.0:
+        raise ArgumentError(f"{what} must be in (0, 1), got {level!r}")
+    return lv

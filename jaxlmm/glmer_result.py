@@ -13,13 +13,8 @@ import pandas as pd
 from scipy import stats
 
 from .errors import ArgumentError
+from .records import read_only
 from .results import FitAccessors, Summary, make_mapping
-
-
-def _ro(a) -> np.ndarray:
-    a = np.array(a, dtype=np.float64, copy=True)
-    a.setflags(write=False)
-    return a
 
 
 RESIDUAL_TYPES = ("deviance", "pearson", "response", "working")
@@ -81,7 +76,7 @@ class GlmerResult(FitAccessors):
     @property
     def weights(self) -> np.ndarray:
         """Prior weights (binomial: number of trials) of the rows used."""
-        return _ro(self._model.design.weights)
+        return read_only(self._model.design.weights)
 
     @property
     def linear_predictor(self) -> pd.Series:
@@ -314,9 +309,9 @@ def make_result(model, o: dict, V: np.ndarray, b: list, info: dict) -> GlmerResu
         _fixef=pd.Series(beta, index=names, name="estimate"),
         _se=pd.Series(np.sqrt(np.diag(V)), index=names, name="std_error"),
         _vcov=pd.DataFrame(V, index=names, columns=names),
-        theta=_ro(x[:k]), theta_names=tuple(_theta_names(design)), dispersion=phi, _varcorr=vc,
+        theta=read_only(x[:k]), theta_names=tuple(_theta_names(design)), dispersion=phi, _varcorr=vc,
         _ranef_source=ranef_table, singular=bool(o["singular"]),
-        _eta=_ro(eta), optinfo=make_mapping(info),
-        ngroups=make_mapping({t.name: t.n_levels for t in design.terms}), hessian=_ro(o["H"]),
-        dropped_columns=design.dropped_columns, _model=model, _b=tuple(_ro(bi) for bi in b),
+        _eta=read_only(eta), optinfo=make_mapping(info),
+        ngroups=make_mapping({t.name: t.n_levels for t in design.terms}), hessian=read_only(o["H"]),
+        dropped_columns=design.dropped_columns, _model=model, _b=tuple(read_only(bi) for bi in b),
     )

@@ -15,21 +15,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .arguments import check_seed, positive_int
+from .arguments import check_level, check_seed, positive_int
 from .errors import ArgumentError, InferenceWarning
+from .profile import confint_profile
 
 METHODS = ("wald", "profile", "boot")
-
-
-def check_level(level, what: str = "level") -> float:
-    """A probability strictly inside (0, 1), or an ArgumentError naming ``what``."""
-    try:
-        lv = float(level)
-    except (TypeError, ValueError):
-        raise ArgumentError(f"{what} must be a number in (0, 1), got {level!r}") from None
-    if not 0.0 < lv < 1.0:
-        raise ArgumentError(f"{what} must be in (0, 1), got {level!r}")
-    return lv
 
 
 def parameter_names(fit) -> list[str]:
@@ -58,8 +48,6 @@ def confint(fit, method: str = "wald", level: float = 0.95, parm=None, **kwargs)
             raise ArgumentError(f"unexpected arguments for Wald intervals: {sorted(kwargs)}")
         out = wald(fit, level)
     elif key == "profile":
-        from .profile import confint_profile
-
         unknown = sorted(set(kwargs) - {"which"})
         if unknown:
             raise ArgumentError(f"unexpected arguments for profile intervals: {unknown} (profile takes 'which')")

@@ -23,6 +23,7 @@ from .gram_shards import use_shards
 from .model import LmerModel
 from .precision import float64
 from .progress import logger
+from .records import read_only
 from .results import LmerResult, RanefSource, make_mapping
 from .residual import structure_columns
 from .start import moment_start
@@ -173,7 +174,7 @@ def fit_model(model: LmerModel, *, reml: bool, start: np.ndarray | None = None, 
             tf = fit_theta(M, np.r_[theta0, residual.start(R.meta)], max_iter=max_iter, rside=R, scale=scale)
             u = tf.theta[k:]
             nat = np.asarray(residual.natural(jnp.asarray(u), R.meta))
-            rfit = residual.RSideFit(meta=R.meta, u=_ro(u), natural=_ro(nat))
+            rfit = residual.RSideFit(meta=R.meta, u=read_only(u), natural=read_only(nat))
             Mc = residual.arrays_at_jit(jnp.asarray(nat), M, R)
         theta = tf.theta[:k]
         cond = conditional_estimates(theta, Mc)
@@ -216,7 +217,7 @@ def fit_model(model: LmerModel, *, reml: bool, start: np.ndarray | None = None, 
         "message": tf.message,
         "n_iter": tf.n_iter,
         "n_evals": tf.n_evals,
-        "grad": _ro(tf.grad),
+        "grad": read_only(tf.grad),
         "grad_norm": float(np.max(np.abs(tf.grad))) if tf.grad.size else 0.0,
         "hessian_min_eig": tf.hessian_min_eig,
         "restarts": tf.restarts,
@@ -234,7 +235,7 @@ def fit_model(model: LmerModel, *, reml: bool, start: np.ndarray | None = None, 
         _se=se,
         _vcov=vcov,
         sigma=cond.sigma,
-        theta=_ro(theta),
+        theta=read_only(theta),
         theta_names=tuple(_theta_names(design)),
         _varcorr=_varcorr(design, cond.templates, cond.sigma),
         _ranef_source=RanefSource(design, cond),  # picklable: _ranef(design, cond.b, cond.cond_cov())
@@ -244,10 +245,10 @@ def fit_model(model: LmerModel, *, reml: bool, start: np.ndarray | None = None, 
         optinfo=make_mapping(optinfo),
         ngroups=make_mapping({t.name: t.n_levels for t in design.terms}),
         dropped_columns=design.dropped_columns,
-        weights=_ro(design.weights) if model.has_rows else None,
+        weights=read_only(design.weights) if model.has_rows else None,
         data_name=None,
         _model=model,
-        _b=tuple(_ro(bi) for bi in cond.b),
+        _b=tuple(read_only(bi) for bi in cond.b),
         _rside=rfit,
     )
     logger.info("fitted %s by %s: %d evaluations, %.2f s, objective %.6f%s", design.formula.formula,
@@ -284,9 +285,3 @@ def fit_gram(gram, specs, design0, terms, labels, *, n: int, n_dropped: int, log
     design = dataclasses.replace(design0, terms=terms, n_dropped=n_dropped)
     model = LmerModel(design=design, specs=specs, gram=gram, totals=(int(n), float(log_w)))
     return fit_model(model, reml=reml, max_iter=max_iter, t0=t0, stacklevel=4, info=info)
-
-
-def _ro(a: np.ndarray) -> np.ndarray:
-    a = np.array(a, dtype=np.float64, copy=True)
-    a.setflags(write=False)
-    return a

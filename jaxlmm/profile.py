@@ -44,11 +44,10 @@ import scipy.optimize
 import scipy.stats
 
 from .covariance import templates_np
-from .arguments import positive_int
+from .arguments import check_level, positive_int
 from .errors import ArgumentError, FitWarning
 from .finish import SINGULAR_TOL
 from .fit import conditional_estimates
-from .intervals import check_level
 from .progress import progress
 from .kernels.structure import key_name
 from .objective import ModelArrays, deviance_varpar

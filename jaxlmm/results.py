@@ -11,14 +11,9 @@ import numpy as np
 import pandas as pd
 
 from .errors import ArgumentError
+from .records import read_only
 from .saving import PicklableRecord
 from .summary import format_summary
-
-
-def _frozen(a: np.ndarray) -> np.ndarray:
-    a = np.array(a, copy=True)
-    a.setflags(write=False)
-    return a
 
 
 class RanefSource:
@@ -288,7 +283,7 @@ class LmerResult(FitAccessors):
         from .inference import theta_hessian
 
         self._iid_only("hessian")
-        return _frozen(theta_hessian(self._model, self.theta, self.reml))
+        return read_only(theta_hessian(self._model, self.theta, self.reml), None)
 
     @functools.cached_property
     def _varpar_hessian(self) -> np.ndarray:
