@@ -35,6 +35,7 @@ from .errors import ArgumentError
 from .gram import Gram, cross_blocks
 from .kernels.structure import key_name
 from .objective import ModelArrays, objective
+from .start import ols_residuals
 from .variance import VarianceFunction, VarMeta
 
 
@@ -164,7 +165,7 @@ def build_rside(design: Design, gram: Gram, correlation: CorrelationStructure | 
     cor_meta, cor_arrays = None, {}
     if correlation is not None:
         cor_meta, cor_arrays = correlation.prepare(pack(key, np.nan), mask, glabels)
-        u0 = correlation.moment_start(cor_meta, cor_arrays, pack(_ols_residuals(design)), mask)
+        u0 = correlation.moment_start(cor_meta, cor_arrays, pack(np.sqrt(design.weights) * ols_residuals(design)), mask)
         if u0 is not None:
             cor_meta = dataclasses.replace(cor_meta, start=tuple(float(v) for v in u0))
     var_meta, var_vals = None, np.zeros(n)
@@ -223,17 +224,6 @@ def build_rside(design: Design, gram: Gram, correlation: CorrelationStructure | 
         level=tuple(levels), pair=pair_idx,
         log_w=np.float64(np.sum(np.log(design.weights))), meta=meta, comp=comp,
     )
-
-
-def _ols_residuals(design: Design) -> np.ndarray:
-    """``sqrt(w) (y - offset - X beta)`` at the weighted least-squares ``beta`` (for moment
-    estimates of the starting correlation)."""
-    sw = np.sqrt(design.weights)
-    r = (design.y - design.offset) * sw
-    if design.p:
-        beta, *_ = np.linalg.lstsq(design.X * sw[:, None], r, rcond=None)
-        r = r - (design.X * sw[:, None]) @ beta
-    return r
 
 
 def _component_blocks(design: Design, gram: Gram, comps, slices) -> dict:

@@ -18,11 +18,16 @@ from .covariance import TemplateSpec, theta_start
 from .design import Design
 
 
-def moment_start(design: Design, specs: tuple[TemplateSpec, ...], scale: np.ndarray | None = None) -> np.ndarray:
-    theta = theta_start(specs) if scale is None else theta_start(specs) * scale
+def ols_residuals(design: Design) -> np.ndarray:
+    """``y - offset - X beta (n,)`` at the weighted least-squares ``beta`` (no random effects)."""
     sw = np.sqrt(design.weights)
     beta, *_ = np.linalg.lstsq(design.X * sw[:, None], (design.y - design.offset) * sw, rcond=None)
-    r = design.y - design.offset - design.X @ beta
+    return design.y - design.offset - design.X @ beta
+
+
+def moment_start(design: Design, specs: tuple[TemplateSpec, ...], scale: np.ndarray | None = None) -> np.ndarray:
+    theta = theta_start(specs) if scale is None else theta_start(specs) * scale
+    r = ols_residuals(design)
     n = r.shape[0]
     k = 0
     for t, s in zip(design.terms, specs):
