@@ -46,9 +46,9 @@ def one(k: int) -> dict:
     t0 = time.perf_counter()
     jaxlmm.lmer(formula(k), df)
     warm = time.perf_counter() - t0
-    from jaxlmm.design import build_design
-    from jaxlmm.model import LmerModel
-    from jaxlmm.objective import objective
+    from jaxlmm.terms.design import build_design
+    from jaxlmm.lmm.model import LmerModel
+    from jaxlmm.lmm.objective import objective
     from jaxlmm.precision import float64
 
     model = LmerModel.from_design(build_design(formula(k), df))

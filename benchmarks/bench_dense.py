@@ -28,9 +28,9 @@ WORKER = r"""
 import json, resource, sys, time
 import numpy as np, pandas as pd, jax, jax.numpy as jnp
 import jaxlmm as jl
-from jaxlmm.design import build_design
-from jaxlmm.model import LmerModel
-from jaxlmm.objective import objective
+from jaxlmm.terms.design import build_design
+from jaxlmm.lmm.model import LmerModel
+from jaxlmm.lmm.objective import objective
 from jaxlmm.precision import float64
 n, repeats = int(sys.argv[1]), int(sys.argv[2])
 sys.path.insert(0, sys.argv[3])

@@ -165,10 +165,10 @@ def _fit_theta_newton_tr():
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxlmm import finish as F
-    from jaxlmm.covariance import diagonal_mask, rectify, theta_start
-    from jaxlmm.objective import objective
-    from jaxlmm.trust_region import minimize_trust_region
+    from jaxlmm.optim import finish as F
+    from jaxlmm.covariance.templates import diagonal_mask, rectify, theta_start
+    from jaxlmm.lmm.objective import objective
+    from jaxlmm.optim.trust_region import minimize_trust_region
 
     @functools.partial(jax.jit, static_argnames=("max_iter",))
     def _tr(theta0, M, max_iter=500):
@@ -194,7 +194,7 @@ def _fit_theta_newton_tr():
         status = int(r.status)
         gmax = float(np.max(np.abs(g[~small]))) if (~small).any() else 0.0
         converged = status == 0 or (status in (1, 3) and gmax <= F.CONVERGED_GRAD * max(1.0, abs(f)) ** 0.5)
-        from jaxlmm.fit import ThetaFit
+        from jaxlmm.lmm.fit import ThetaFit
 
         return ThetaFit(theta=theta, objective=f, grad=g, n_iter=int(r.n_iter), n_evals=n_evals,
                           status=status, converged=converged, message=F.message(status),
@@ -233,14 +233,14 @@ def _worker(problem: str, repeats: int, budget: float, skip: set, slow: float, p
     import scipy.optimize as so
 
     import jaxlmm
-    from jaxlmm.covariance import diagonal_mask, theta_start
-    from jaxlmm.design import build_design
-    from jaxlmm.model import LmerModel
-    from jaxlmm.objective import objective
-    from jaxlmm.optimize import minimize_bfgs
+    from jaxlmm.covariance.templates import diagonal_mask, theta_start
+    from jaxlmm.terms.design import build_design
+    from jaxlmm.lmm.model import LmerModel
+    from jaxlmm.lmm.objective import objective
+    from jaxlmm.optim.bfgs import minimize_bfgs
     from jaxlmm.precision import float64
-    from jaxlmm.start import moment_start
-    from jaxlmm.trust_region import minimize_trust_region
+    from jaxlmm.covariance.start import moment_start
+    from jaxlmm.optim.trust_region import minimize_trust_region
 
     t_import = time.perf_counter() - t0
     spec = all_problems()[problem]
@@ -360,9 +360,9 @@ def _worker(problem: str, repeats: int, budget: float, skip: set, slow: float, p
 
         def lmer_run(kind: str):
             def make():
-                import jaxlmm.fit as F
+                import jaxlmm.lmm.fit as F
 
-                lmod = sys.modules["jaxlmm.lmer"]
+                lmod = sys.modules["jaxlmm.lmm.engine"]
                 fit_theta = _fit_theta_newton_tr() if kind == "lmer_newton_tr" else F.fit_theta
 
                 def run():
@@ -439,7 +439,7 @@ def _worker(problem: str, repeats: int, budget: float, skip: set, slow: float, p
                 out[name] = {**_clean(r), "fun_check": None}
                 continue
             fv, g = vg_check(jnp.asarray(x), M)
-            from jaxlmm.covariance import rectify
+            from jaxlmm.covariance.templates import rectify
 
             xr, sign = rectify(np.asarray(x), model.specs)
             g = np.asarray(g) * sign

@@ -126,7 +126,7 @@ def _fitter_dense(wl, df):
     import scipy.optimize
 
     from dense_solver import reml_criterion
-    from jaxlmm.design import build_design
+    from jaxlmm.terms.design import build_design
 
     jax.config.update("jax_enable_x64", True)  # this worker process only
     design = build_design(wl.formula, df)

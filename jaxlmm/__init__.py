@@ -1,14 +1,14 @@
 """jaxlmm: linear mixed models in lme4 syntax, fitted by REML/ML on a jitted blocked sparse
 Cholesky in JAX.
 
-Data flow: ``formula`` (lme4 bars) -> ``design`` (X, level codes, per-row columns) -> ``gram``
-(blocked ``[Z X y]' W [Z X y]``) -> ``objective`` (profiled criterion over ``kernels``) ->
-``optimize``/``fit`` (BFGS with exact gradients) -> ``results`` (:class:`LmerResult`).
-Inference on a fit: ``inference`` (exact Hessians, delta method), ``ddf`` (Satterthwaite,
-Kenward–Roger), ``intervals``, ``profile``, ``anova``, ``predict``, ``simulate`` (refits and
-the vmapped parametric bootstrap). Generalized linear mixed models: ``family`` -> ``pirls``
-(conditional modes, Laplace / adaptive Gauss-Hermite objective on the same blocked Cholesky) ->
-``glmer`` -> ``glmer_result`` (:class:`GlmerResult`).
+Data flow, one folder a step: ``terms`` (lme4 bars, the design: X, level codes, per-row columns)
+-> ``covariance`` (theta <-> templates, sd/cor) -> ``gram`` (blocked ``[Z X y]' W [Z X y]``, in
+memory, sharded or out of core) -> ``lmm`` (profiled objective over ``kernels``, BFGS from
+``optim``, the engine, the record, :class:`LmerResult`) -> ``inference`` (exact Hessians,
+Satterthwaite, Kenward–Roger, profiles, intervals, simulate/bootstrap, anova, predict) ->
+``report`` (summary, tidy, plots). Residual structures: ``rside`` (correlation and variance
+structures, ``gls``). Generalized linear mixed models: ``glmm`` (family -> PIRLS -> fit ->
+:class:`GlmerResult`).
 """
 
 def _map_source_kernels() -> None:
@@ -43,21 +43,23 @@ from .errors import (  # noqa: E402
     JaxlmmWarning,
     RankDeficiencyWarning,
 )
-from .anova import anova  # noqa: E402
-from .correlation import AR1, CompoundSymmetry, Exponential, Toeplitz, Unstructured  # noqa: E402
-from .gls import gls  # noqa: E402
-from .lmer import lmer  # noqa: E402
-from .family import Family, binomial, family, gamma, poisson  # noqa: E402
-from .glmer import glmer  # noqa: E402
-from .glmer_many import glmer_many  # noqa: E402
-from .glmer_result import GlmerResult  # noqa: E402
-from .many import lmer_many  # noqa: E402
-from .variance import VarExp, VarIdent, VarPower  # noqa: E402
-from .results import LmerResult  # noqa: E402
+from .inference.anova import anova  # noqa: E402
+from .rside.correlation import AR1, Exponential  # noqa: E402
+from .rside.correlation_matrices import CompoundSymmetry, Toeplitz, Unstructured  # noqa: E402
+from .rside.gls import gls  # noqa: E402
+from .lmm.lmer import lmer  # noqa: E402
+from .glmm.family import Family, binomial, family, gamma, poisson  # noqa: E402
+from .glmm.glmer import glmer  # noqa: E402
+from .glmm.many import glmer_many  # noqa: E402
+from .glmm.result import GlmerResult  # noqa: E402
+from .lmm.many import lmer_many  # noqa: E402
+from .rside.variance import VarExp, VarIdent, VarPower  # noqa: E402
+from .lmm.result import LmerResult  # noqa: E402
 from .progress import set_progress  # noqa: E402
+from .report import plots  # noqa: E402
 from .saving import load  # noqa: E402
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 
 __all__ = [
     "lmer",

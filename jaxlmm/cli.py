@@ -34,7 +34,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from jaxlmm.errors import JaxlmmError, JaxlmmWarning
+from .errors import JaxlmmError, JaxlmmWarning
 
 PROG = "jaxlmm"
 EXIT_OK = 0
@@ -55,7 +55,7 @@ class _DependencyError(Exception):
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from jaxlmm import datasets
+    from . import datasets
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -149,13 +149,13 @@ def read_data(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 def _cmd_fit(ns: argparse.Namespace) -> int:
-    from jaxlmm import datasets
+    from . import datasets
 
     sub: argparse.ArgumentParser = ns.subparser
     args: list[str] = list(ns.args)
     # counts parsed here, not by argparse, before the data are read: a bad value is one
     # 'jaxlmm: error:' line (exit status 2)
-    from jaxlmm.arguments import positive_int
+    from .arguments import positive_int
 
     ns.max_iter = positive_int(_int_option(ns.max_iter, "--max-iter"), "--max-iter")
     ns.nagq = _int_option(ns.nagq, "--nagq")  # its range is glmer's to check
@@ -206,7 +206,7 @@ def _cmd_fit(ns: argparse.Namespace) -> int:
 
 def _int_option(text, option: str) -> int:
     """The integer an option's text spells, or an ArgumentError naming the option."""
-    from jaxlmm.errors import ArgumentError
+    from .errors import ArgumentError
 
     try:
         return int(text)
@@ -255,7 +255,7 @@ def _write_json(path: str, fit, ddf: str | None) -> None:
 
 
 def _cmd_datasets(ns: argparse.Namespace) -> int:
-    from jaxlmm import datasets
+    from . import datasets
 
     rows = []
     for name in datasets.names():

@@ -29,8 +29,6 @@ def set_progress(enabled: bool | None) -> None:
     standard error is a terminal)."""
     global _setting
     if enabled is not None and not isinstance(enabled, bool):
-        from .errors import ArgumentError
-
         raise ArgumentError(f"set_progress takes True, False or None, got {enabled!r}")
     _setting = enabled
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from .structure import BlockStructure, _join_on_column, key_name
+from .structure import BlockStructure, join_on_column, key_name
 
 
 def _lookup(lin_sorted: np.ndarray, lin: np.ndarray) -> np.ndarray:
@@ -74,7 +74,7 @@ def diagonal_blocks_of_inverse(s: BlockStructure, diag, off, tail, n_keep: int |
             ni = key_name(i, j)
             for l in below:
                 nlj = key_name(l, j)
-                a, b = _join_on_column(cols[ni], cols[nlj], nl[j])
+                a, b = join_on_column(cols[ni], cols[nlj], nl[j])
                 S_il = sigma_pair(i, l, rows[ni][a], rows[nlj][b])
                 np.add.at(acc[i], a, S_il @ Lij[l][b])
         t = Linv.copy()

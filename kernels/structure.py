@@ -130,7 +130,7 @@ def _index_dtype(bound: int):
     return np.int32 if bound < 2**31 - 1 else np.int64
 
 
-def _join_on_column(cols_a: np.ndarray, cols_b: np.ndarray, ncols: int):
+def join_on_column(cols_a: np.ndarray, cols_b: np.ndarray, ncols: int):
     """All pairs ``(a, b)`` with ``cols_a[a] == cols_b[b]``; both inputs sorted ascending."""
     start_b = np.searchsorted(cols_b, np.arange(ncols))
     cnt_b = np.bincount(cols_b, minlength=ncols)
@@ -327,7 +327,7 @@ def analyze(
                     continue
                 if l >= n_bd and j in panel_stages:
                     continue  # the stage's panel product covers every tail update
-                a, b = _join_on_column(cols[ni].astype(np.int64), cols[nl].astype(np.int64), nlevels[j])
+                a, b = join_on_column(cols[ni].astype(np.int64), cols[nl].astype(np.int64), nlevels[j])
                 ra, rb = rows[ni][a].astype(np.int64), rows[nl][b].astype(np.int64)
                 if l < n_bd:
                     lin_il = cols[key_name(i, l)].astype(np.int64) * nlevels[i] + rows[key_name(i, l)]

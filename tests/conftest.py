@@ -1,10 +1,18 @@
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 DATA = Path(__file__).parent / "data"
+
+# The tests mirror the package's folders (tests/lmm, tests/glmm, tests/oracles, ...); some share
+# helpers across folders (the oracles' dense objective, the reference cases, the program-size
+# counter), imported by module name: every test folder is on the path.
+for _folder in sorted(p for p in Path(__file__).parent.iterdir() if p.is_dir() and p.name not in ("data", "__pycache__")):
+    if str(_folder) not in sys.path:
+        sys.path.append(str(_folder))
 
 # columns that R treats as factors although the CSV stores them as numbers
 FACTOR_COLUMNS = {

@@ -60,7 +60,7 @@ from importlib import resources
 
 import pandas as pd
 
-from jaxlmm.errors import DataError
+from ..errors import DataError
 
 __all__ = ["EXAMPLES", "EXAMPLE_FAMILIES", "load", "names"]
 
