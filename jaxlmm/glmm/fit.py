@@ -290,9 +290,9 @@ def fit_glmm(model: GlmmModel, x0: np.ndarray, *, glm_beta: bool = False, max_it
     warn = []
     if not pirls_ok:
         warn.append(f"PIRLS did not converge to the conditional modes at the estimates "
-                    f"({o['pirls_iterations']} iterations)")
+                    f"({o.pirls_iterations} iterations)")
     if not o.converged:
-        warn.append(f"the optimiser did not converge ({o['message']}; max |gradient| {o['gmax']:.3g})")
+        warn.append(f"the optimiser did not converge ({o.message}; max |gradient| {o.gmax:.3g})")
     sep = separation(model, o.eta)
     if sep:
         warn.append(sep)
