@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Choose the theta optimiser by measurement: evaluations and time to convergence of
 
-- ``bfgs``: the in-JAX BFGS (``jaxlmm.optimize.minimize_bfgs``, the current default of
+- ``bfgs``: the in-JAX BFGS (``jaxlmm.optim.bfgs.minimize_bfgs``, the current default of
   ``fit_theta``), from ``moment_start`` and (``bfgs_identity``) from lme4's identity start;
 - ``newton_tr``: Newton with the exact Hessian in a trust region, in JAX
-  (``jaxlmm.trust_region.minimize_trust_region``), from both starts;
+  (``jaxlmm.optim.trust_region.minimize_trust_region``), from both starts;
 - ``scipy_trust_exact`` / ``scipy_trust_constr``: scipy's exact-Hessian trust-region methods with
   jitted JAX value-and-gradient and Hessian callbacks (sanity baseline);
 - ``scipy_lbfgsb``: scipy's L-BFGS-B with lme4's box (diagonal template entries >= 0);
@@ -21,8 +21,8 @@ persistent compilation cache is disabled), then ``--repeats`` **warm** runs, rou
 the optimisers so that load from other work on the machine hits them alike (median reported;
 runs slower than ``--slow`` get one warm run, slower than half ``--budget`` none).
 Times are the optimisation alone (start theta -> optimum on the host), not model set-up; the
-``lmer_default`` / ``lmer_newton_tr`` rows time ``jaxlmm.lmer()`` end to end, with the current
-``fit_theta`` and with a ``fit_theta`` that calls the trust-region Newton instead.
+``lmer_default`` / ``lmer_newton_tr`` rows time ``jaxlmm.lmer()`` end to end, with
+``optimizer="bfgs"`` (the default) and ``optimizer="newton"``.
 
 Evaluations: ``f`` value only, ``fg`` value and gradient (reverse mode), ``H`` value, gradient
 and Hessian (forward over reverse). Δf is the final objective minus the best any optimiser
@@ -153,54 +153,6 @@ class WideTemplatesUnrolled:
 
 
 # =========================================================================== the worker
-
-
-def _fit_theta_newton_tr():
-    """A ``fit_theta`` that runs the trust-region Newton (the proposed integration; identical
-    post-processing to ``jaxlmm.fit.fit_theta``)."""
-    import dataclasses
-    import functools
-
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    from jaxlmm.optim import finish as F
-    from jaxlmm.covariance.templates import diagonal_mask, rectify, theta_start
-    from jaxlmm.lmm.objective import objective
-    from jaxlmm.optim.trust_region import minimize_trust_region
-
-    @functools.partial(jax.jit, static_argnames=("max_iter",))
-    def _tr(theta0, M, max_iter=500):
-        return minimize_trust_region(objective, theta0, M, gtol=F.GTOL, max_iter=max_iter)
-
-    def fit_theta(M, theta0=None, max_iter=1000):
-        x0 = theta_start(M.specs) if theta0 is None else np.asarray(theta0, dtype=np.float64)
-        Mf = dataclasses.replace(M, host_lapack=False)  # forward mode for the Hessian
-        r = _tr(jnp.asarray(x0), Mf, max_iter=min(max_iter, 500))
-        theta, sign = rectify(np.asarray(r.x), M.specs)
-        f = float(r.fun)
-        g = np.asarray(r.grad) * sign
-        n_evals = int(r.nfev) + int(r.nhev)
-        diag = diagonal_mask(M.specs)
-        small = diag & (np.abs(theta) < F.SINGULAR_TOL)
-        if small.any():
-            t2 = theta.copy()
-            t2[small] = 0.0
-            f2, g2 = jax.jit(jax.value_and_grad(objective))(jnp.asarray(t2), M)
-            n_evals += 1
-            if float(f2) <= f + 1e-9 * (1.0 + abs(f)):
-                theta, f, g = t2, float(f2), np.asarray(g2)
-        status = int(r.status)
-        gmax = float(np.max(np.abs(g[~small]))) if (~small).any() else 0.0
-        converged = status == 0 or (status in (1, 3) and gmax <= F.CONVERGED_GRAD * max(1.0, abs(f)) ** 0.5)
-        from jaxlmm.lmm.fit import ThetaFit
-
-        return ThetaFit(theta=theta, objective=f, grad=g, n_iter=int(r.n_iter), n_evals=n_evals,
-                          status=status, converged=converged, message=F.message(status),
-                          singular=bool(np.any(theta[diag] < F.SINGULAR_TOL)))
-
-    return fit_theta
 
 
 class _Budget(Exception):
@@ -360,17 +312,13 @@ def _worker(problem: str, repeats: int, budget: float, skip: set, slow: float, p
 
         def lmer_run(kind: str):
             def make():
-                import jaxlmm.lmm.fit as F
-
-                lmod = sys.modules["jaxlmm.lmm.engine"]
-                fit_theta = _fit_theta_newton_tr() if kind == "lmer_newton_tr" else F.fit_theta
+                optimizer = "newton" if kind == "lmer_newton_tr" else "bfgs"
 
                 def run():
-                    lmod.fit_theta = fit_theta  # set per run: the warm runs alternate
                     with warnings.catch_warnings(), unrolled(kind == "lmer_newton_tr"):
                         warnings.simplefilter("ignore")
                         fit = jaxlmm.lmer(spec["formula"], df, reml=spec["reml"], weights=spec["weights"],
-                                          offset=spec["offset"])
+                                          offset=spec["offset"], optimizer=optimizer)
                     oi = fit.optinfo
                     return {"x": np.asarray(fit.theta), "fun": float(fit.objective),
                             "evals": {"total": int(oi["n_evals"])}, "n_iter": int(oi["n_iter"]),
@@ -780,16 +728,12 @@ def recommendation_text(rep: dict) -> str:
     if cmp_:
         P.append("lme4's lmer() (nloptwrap/BOBYQA) took " + "; ".join(cmp_) + ".")
     P.append(
-        "Keep `jaxlmm.trust_region.minimize_trust_region` as an option, not the default: it is the robust "
-        "choice when a saddle or an indefinite start matters (it moves along negative curvature and does not "
-        "stop at a stationary point that is not a minimum), and it returns the Hessian at the optimum, which "
-        "Wald standard errors of the variance parameters need anyway. To run it from `fit_theta`, jit "
-        "`minimize_trust_region(objective, theta0, dataclasses.replace(M, host_lapack=False), gtol=GTOL, "
-        "max_iter=...)` in place of `_bfgs` and count `n_evals = nfev + nhev`; the first six fields of its "
-        "result are those of `BFGSResult` and its status codes have the same meanings (0 gradient, 1 no progress possible, 2 iteration limit, 3 converged to rounding level), so the rest of `fit_theta` "
-        "(rectify, snapping, convergence rule) is unchanged (`_fit_theta_newton_tr` in this file does exactly "
-        "that for the `lmer_newton_tr` rows). Templates wider than 6 columns need forward-mode-safe kernels "
-        "first (see the note under the maximal model).")
+        "The trust-region Newton (`jaxlmm.optim.trust_region.minimize_trust_region`) is an option, not the "
+        "default: `lmer(..., optimizer=\"newton\")` runs it inside `fit_theta` (the `lmer_newton_tr` rows), "
+        "with the same end checks as BFGS (rectify, boundary snap, saddle restarts, convergence rule). It moves "
+        "along negative curvature and returns the Hessian at the optimum, but each Hessian costs about "
+        "n_theta gradients; templates wider than 6 columns need forward-mode-safe kernels first (see the note "
+        "under the maximal model), and `lmer` refuses them for it.")
     return "\n\n".join(P)
 
 

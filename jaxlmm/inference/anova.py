@@ -15,13 +15,14 @@ from scipy import stats
 from ..errors import ArgumentError
 from ..glmm.record import GlmmFit
 from ..lmm.engine import fit_model
+from ..lmm.fit import optimizer_of
 from ..lmm.record import LmmFit
 
 
 def _ml(fit):
     if not fit.reml:
         return fit
-    return fit_model(fit._model, reml=False, start=None, stacklevel=4)
+    return fit_model(fit._model, reml=False, start=None, stacklevel=4, optimizer=optimizer_of(fit))
 
 
 def anova(*fits, names: list[str] | None = None, refit: bool = True) -> pd.DataFrame:

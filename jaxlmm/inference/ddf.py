@@ -19,6 +19,7 @@ from scipy import stats
 
 from ..errors import ArgumentError
 from ..lmm.engine import fit_model
+from ..lmm.fit import optimizer_of
 from .hessian import covariance_from_hessian, vcov_beta_jacobian
 from .kenward_roger import kenward_roger, kr_ddf
 
@@ -138,7 +139,7 @@ def kenward_roger_adjustment(fit):
     """pbkrtest's adjustment at the REML estimates (an ML fit is refitted by REML first, as
     pbkrtest does; its estimates and adjusted covariance are then the REML ones)."""
     def compute():
-        src = fit if fit.reml else fit_model(fit._model, reml=True, stacklevel=7)
+        src = fit if fit.reml else fit_model(fit._model, reml=True, stacklevel=7, optimizer=optimizer_of(fit))
         return src, kenward_roger(src._model, src.theta, src.sigma, src._vcov.to_numpy())
 
     return fit._cache.get_or_compute("kenward_roger", compute)

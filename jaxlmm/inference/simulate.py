@@ -24,6 +24,7 @@ from ..arguments import (
 )
 from ..lmm.batch import fit_many
 from ..lmm.engine import fit_model
+from ..lmm.fit import optimizer_of
 from ..covariance.templates import templates_np
 from ..errors import ArgumentError, DataError, InferenceWarning
 from ..lmm.model import model_with_response
@@ -190,7 +191,8 @@ def response_vector(fit, y, *, booleans: bool = False, name: str = "y") -> np.nd
 
 def refit(fit, y):
     model = model_with_response(fit._model, response_vector(fit, y))
-    return fit_model(model, reml=fit.reml, stacklevel=4, result_type=type(fit))
+    return fit_model(model, reml=fit.reml, stacklevel=4, result_type=type(fit),
+                     optimizer=optimizer_of(fit))
 
 
 def refit_many(fit, Y: np.ndarray, batch_size: int | None = None, max_iter: int = 1000) -> dict:

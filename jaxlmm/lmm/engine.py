@@ -29,20 +29,22 @@ from ..precision import float64
 from ..progress import logger
 from ..records import make_mapping, read_only
 from ..rside import residual
-from .fit import conditional_estimates, fit_theta
+from .fit import OPTIMIZERS, check_optimizer, conditional_estimates, fit_theta
 from .model import LmerModel
 from .record import LmmFit, RanefSource
 
 
 def fit_model(model: LmerModel, *, reml: bool, start: np.ndarray | None = None, max_iter: int = 1000,
               t0: float | None = None, stacklevel: int = 2, info: dict | None = None,
-              result_type: type = LmmFit) -> LmmFit:
+              result_type: type = LmmFit, optimizer: str = "bfgs") -> LmmFit:
     """Optimise theta for a built model and assemble the record (lme4's optimizeLmer + mkMerMod),
     an instance of ``result_type`` (:class:`LmmFit` or a subclass).
 
     A model accumulated out of core (``not model.has_rows``) starts from lme4's identity
-    templates and gets no per-row outputs. ``info`` is added to ``optinfo``."""
+    templates and gets no per-row outputs. ``info`` is added to ``optinfo``. ``optimizer``:
+    ``"bfgs"`` or ``"newton"`` (:func:`jaxlmm.lmm.fit.fit_theta`)."""
     t0 = time.perf_counter() if t0 is None else t0
+    optimizer = check_optimizer(optimizer, model.specs, model.rside is not None)
     design = model.design
     specs = model.specs
     check_residual_left(model)
@@ -55,7 +57,7 @@ def fit_model(model: LmerModel, *, reml: bool, start: np.ndarray | None = None, 
             start = moment_start(design, specs, scale)
         theta0 = theta_start(specs) * scale if start is None else start
         if model.rside is None:
-            tf = fit_theta(M, theta0, max_iter=max_iter, scale=scale)
+            tf = fit_theta(M, theta0, max_iter=max_iter, scale=scale, optimizer=optimizer)
             Mc = M
         else:
             R = model.rside_arrays()
@@ -99,7 +101,7 @@ def fit_model(model: LmerModel, *, reml: bool, start: np.ndarray | None = None, 
     if singular and design.terms:
         warn_msgs.append("boundary (singular) fit: a variance component is zero or a correlation is +-1")
     optinfo = {
-        "optimizer": "bfgs (jax)",
+        "optimizer": OPTIMIZERS[optimizer],
         "converged": tf.converged,
         "status": tf.status,
         "message": tf.message,
@@ -164,7 +166,8 @@ def check_residual_left(model: LmerModel) -> None:
                         "variance")
 
 
-def fit_gram(acc: AccumulatedGram, *, reml: bool, max_iter: int, t0: float, result_type: type = LmmFit) -> LmmFit:
+def fit_gram(acc: AccumulatedGram, *, reml: bool, max_iter: int, t0: float, result_type: type = LmmFit,
+             optimizer: str = "bfgs") -> LmmFit:
     """Fit from Gram blocks accumulated out of core (:func:`jaxlmm.gram.outofcore.accumulate_dataset`):
     ``acc.design0`` is one chunk's design (names and encodings), ``acc.terms`` its terms in the
     model's order, ``acc.labels`` their global level labels. The record has no per-row outputs."""
@@ -172,4 +175,4 @@ def fit_gram(acc: AccumulatedGram, *, reml: bool, max_iter: int, t0: float, resu
     design = dataclasses.replace(acc.design0, terms=terms, n_dropped=acc.n_dropped)
     model = LmerModel(design=design, specs=acc.specs, gram=acc.gram, totals=(int(acc.n), float(acc.log_w)))
     return fit_model(model, reml=reml, max_iter=max_iter, t0=t0, stacklevel=4, info=acc.info,
-                     result_type=result_type)
+                     result_type=result_type, optimizer=optimizer)

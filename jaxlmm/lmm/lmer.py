@@ -19,6 +19,7 @@ from ..rside.residual import structure_columns
 from ..rside.variance import VarianceFunction
 from ..terms.design import build_design
 from .engine import fit_gram, fit_model
+from .fit import check_optimizer
 from .model import LmerModel
 from .result import LmerResult
 
@@ -35,6 +36,7 @@ def lmer(
     start: np.ndarray | None = None,
     max_iter: int = 1000,
     shard: bool | None = None,
+    optimizer: str = "bfgs",
 ) -> LmerResult:
     """Fit a linear mixed model ``y = X beta + Z b + e`` in lme4 syntax.
 
@@ -61,6 +63,10 @@ def lmer(
     shard : sum the Gram blocks over row shards on this process's devices with ``jax.shard_map``
         (``jaxlmm.gram_shards``). Default: when there are several devices and at least 100,000
         rows. The estimates do not depend on it.
+    optimizer : ``"bfgs"`` (default; BFGS with exact gradients, in interruptible chunks) or
+        ``"newton"`` (Newton with the exact Hessian in a trust region: fewer iterations of about
+        ``len(theta)`` gradients each; not with ``correlation``/``variance`` or terms of more
+        than 6 columns). Both end with the same checks (boundary snap, saddle restarts).
 
     Rows with missing values in any used column are dropped (``n_dropped``). Computation is in
     float64 without changing JAX's global configuration.
@@ -70,11 +76,13 @@ def lmer(
     max_iter = positive_int(max_iter, "max_iter")
     if shard is not None and not isinstance(shard, (bool, np.bool_)):
         raise ArgumentError(f"shard must be True, False or None, got {shard!r}")
+    check_optimizer(optimizer)
     t0 = time.perf_counter()
     if is_dataset(data):
         if correlation is not None or variance is not None or start is not None or shard:
             raise ArgumentError("fits from a Parquet dataset take no correlation, variance, start or shard")
-        return lmer_dataset(formula, data, reml=reml, weights=weights, offset=offset, max_iter=max_iter)
+        return lmer_dataset(formula, data, reml=reml, weights=weights, offset=offset, max_iter=max_iter,
+                            optimizer=optimizer)
     extra = structure_columns(correlation, variance)
     design = build_design(formula, data, weights=weights, offset=offset, extra_columns=extra)
     specs = tuple(template_spec(t.width, t.uncorrelated) for t in design.terms)
@@ -86,17 +94,19 @@ def lmer(
         start = check_theta(start, specs, theta_names(design.terms))
     if reml and design.n <= design.p:
         raise ArgumentError(f"REML needs more observations ({design.n}) than fixed effects ({design.p})")
+    check_optimizer(optimizer, specs, correlation is not None or variance is not None)
     model = LmerModel.from_design(design, correlation, variance, shard=use_shards(shard, design.n))
-    return fit_model(model, reml=bool(reml), start=start, max_iter=max_iter, t0=t0, stacklevel=3, result_type=LmerResult)
-
-
+    return fit_model(model, reml=bool(reml), start=start, max_iter=max_iter, t0=t0, stacklevel=3, result_type=LmerResult,
+                     optimizer=optimizer)
 
 
 def lmer_dataset(formula: str, source: Any, *, reml: bool = True, weights: str | None = None,
-                 offset: str | None = None, batch_rows: int = DEFAULT_BATCH_ROWS, max_iter: int = 1000) -> LmerResult:
+                 offset: str | None = None, batch_rows: int = DEFAULT_BATCH_ROWS, max_iter: int = 1000,
+                 optimizer: str = "bfgs") -> LmerResult:
     """Fit ``formula`` to a Parquet dataset without loading it: the Gram blocks accumulated batch
     by batch (:mod:`jaxlmm.gram.outofcore`), then the fit from them (no per-row outputs)."""
     t0 = time.perf_counter()
     max_iter = positive_int(max_iter, "max_iter")
+    check_optimizer(optimizer)
     acc = accumulate_dataset(formula, source, weights=weights, offset=offset, batch_rows=batch_rows)
-    return fit_gram(acc, reml=bool(reml), max_iter=max_iter, t0=t0, result_type=LmerResult)
+    return fit_gram(acc, reml=bool(reml), max_iter=max_iter, t0=t0, result_type=LmerResult, optimizer=optimizer)
