@@ -34,7 +34,11 @@ from typing import Sequence
 
 import pandas as pd
 
-from .errors import JaxlmmError, JaxlmmWarning
+import jaxlmm
+
+from . import datasets
+from .arguments import positive_int
+from .errors import ArgumentError, JaxlmmError, JaxlmmWarning
 
 PROG = "jaxlmm"
 EXIT_OK = 0
@@ -55,8 +59,6 @@ class _DependencyError(Exception):
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from . import datasets
-
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Fit linear (and, with --family, generalized linear) mixed models written in lme4 "
@@ -149,14 +151,10 @@ def read_data(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 def _cmd_fit(ns: argparse.Namespace) -> int:
-    from . import datasets
-
     sub: argparse.ArgumentParser = ns.subparser
     args: list[str] = list(ns.args)
     # counts parsed here, not by argparse, before the data are read: a bad value is one
     # 'jaxlmm: error:' line (exit status 2)
-    from .arguments import positive_int
-
     ns.max_iter = positive_int(_int_option(ns.max_iter, "--max-iter"), "--max-iter")
     ns.nagq = _int_option(ns.nagq, "--nagq")  # its range is glmer's to check
     if ns.example is not None:
@@ -176,8 +174,6 @@ def _cmd_fit(ns: argparse.Namespace) -> int:
         formula = args[1]
 
     _select_device(ns.device)
-    import jaxlmm
-
     kwargs = {} if ns.max_iter == 1000 else {"max_iter": ns.max_iter}
     glmm = ns.family is not None
     if not glmm and (ns.link is not None or ns.nagq != 1):
@@ -206,8 +202,6 @@ def _cmd_fit(ns: argparse.Namespace) -> int:
 
 def _int_option(text, option: str) -> int:
     """The integer an option's text spells, or an ArgumentError naming the option."""
-    from .errors import ArgumentError
-
     try:
         return int(text)
     except (TypeError, ValueError):
@@ -255,8 +249,6 @@ def _write_json(path: str, fit, ddf: str | None) -> None:
 
 
 def _cmd_datasets(ns: argparse.Namespace) -> int:
-    from . import datasets
-
     rows = []
     for name in datasets.names():
         df = datasets.load(name)

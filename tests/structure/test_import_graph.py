@@ -1,8 +1,7 @@
 """The package's shape, read from its source with ``ast`` (nothing is imported):
 
 - no import circle between modules of ``jaxlmm`` (``kernels/`` installs as ``jaxlmm.kernels``);
-- no import of the package's own modules inside a function (the one exception: ``jaxlmm.cli``
-  imports the package lazily so that ``jaxlmm --help`` answers without loading JAX);
+- no import of the package's own modules inside a function;
 - no private name (``_x``) imported from another module;
 - ``jaxlmm.kernels`` and ``jaxlmm.optim`` import nothing from the rest of the package;
 - every module at most 500 lines; every package folder is listed in ``pyproject.toml``.
@@ -17,7 +16,6 @@ import re
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-LAZY_OK = {"jaxlmm.cli"}
 MAX_LINES = 500
 
 
@@ -138,7 +136,7 @@ def test_the_cycle_finder_finds_a_back_import(tmp_path):
 
 def test_no_function_level_import_of_own_modules():
     late = [f"{m} line {ln}: {t}{'.' + n if n else ''}" for m, t, n, ln, fn in imports(MODS)
-            if fn and m not in LAZY_OK]
+            if fn]
     assert late == []
 
 
