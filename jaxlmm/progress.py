@@ -17,6 +17,8 @@ import os
 import sys
 from typing import Iterator
 
+from .errors import ArgumentError
+
 logger = logging.getLogger("jaxlmm")
 logger.addHandler(logging.NullHandler())
 

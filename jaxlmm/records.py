@@ -9,7 +9,8 @@
   :func:`restore_record`, used by the results' and models' ``__getstate__``/``__setstate__``):
   values that are not fields (``functools.cached_property`` values and other lazily computed
   entries of the instance ``__dict__``) are kept unless they hold JAX device arrays or
-  callables, which are recomputed on first use; a ``_cache`` field is emptied;
+  callables, which are recomputed on first use; a ``_cache`` dict of device arrays (a model's)
+  is emptied, a :class:`Cache` keeps its host entries;
   ``types.MappingProxyType`` fields (``optinfo``, ``ngroups``) are stored as plain dicts and
   frozen again on loading.
 """
@@ -37,8 +38,8 @@ def make_mapping(d: dict[str, Any]) -> types.MappingProxyType:
 
 class Cache(dict):
     """Results a record computes on first use and keeps, by name (``"satterthwaite"``,
-    ``"kenward_roger"``): derived from the record's fields, never changing an estimate; emptied
-    when the record is pickled (rebuilt on first use after loading)."""
+    ``"kenward_roger"``): derived from the record's fields, never changing an estimate. Pickled
+    with the record, less any entry holding device arrays or callables (rebuilt on first use)."""
 
     def get_or_compute(self, key: str, compute):
         """``self[key]``, computed by ``compute()`` the first time."""
@@ -87,7 +88,9 @@ def record_state(obj: Any, volatile: tuple[str, ...] = ("_cache",)) -> dict:
     fields = {f.name for f in dataclasses.fields(obj)}
     state = {}
     for k, v in obj.__dict__.items():
-        if k in volatile and k in fields:
+        if isinstance(v, Cache):
+            v = Cache({name: x for name, x in v.items() if not _holds_volatile(x)})
+        elif k in volatile and k in fields:
             v = type(v)() if isinstance(v, dict) else None
         elif k not in fields and _holds_volatile(v):
             continue  # a cached value holding device arrays or functions: recomputed lazily

@@ -12,7 +12,7 @@ from .correlation import CorrelationStructure
 from ..terms.design import build_design
 from ..errors import ArgumentError, FormulaError
 from ..terms.formula import parse_formula
-from ..lmm.lmer import fit_model
+from ..lmm.engine import fit_model
 from ..lmm.model import LmerModel
 from .residual import structure_columns
 from ..lmm.result import LmerResult
@@ -60,4 +60,4 @@ def gls(
     if reml and design.n <= design.p:
         raise ArgumentError(f"REML needs more observations ({design.n}) than fixed effects ({design.p})")
     model = LmerModel.from_design(design, correlation, variance)
-    return fit_model(model, reml=bool(reml), max_iter=max_iter, t0=t0, stacklevel=3)
+    return fit_model(model, reml=bool(reml), max_iter=max_iter, t0=t0, stacklevel=3, result_type=LmerResult)
