@@ -52,3 +52,18 @@ def lmer_reference_ids() -> list[str]:
 @pytest.fixture
 def sleepstudy() -> pd.DataFrame:
     return load_data("sleepstudy")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after each test module. One process runs the whole suite and
+    every compiled CPU executable holds memory mappings: by some 800 tests they neared the
+    kernel's limit (vm.max_map_count, 65530 by default), and XLA's compiler then crashed with a
+    segmentation fault. A module's own fits still share their programs."""
+    yield
+    import gc
+
+    import jax
+
+    jax.clear_caches()
+    gc.collect()
