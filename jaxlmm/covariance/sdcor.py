@@ -8,7 +8,8 @@
   ``confint`` rows.
 
 ``Var(b_i) = sigma^2 T_i T_i'``; ``sd_r = sqrt(S_rr)``, ``cor_rc = S_rc / (sd_r sd_c)``.
-All maps are pure JAX (differentiable) and work term by term.
+All maps work term by term, in JAX (differentiable); ``sdcor_from_varpar`` and ``sd_cor`` also in
+NumPy for host arrays.
 """
 
 from __future__ import annotations

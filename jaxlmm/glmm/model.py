@@ -15,7 +15,7 @@ from . import pirls
 from ..errors import ArgumentError
 from .family import Family
 from ..precision import float64
-from ..records import record_state, restore_record
+from ..records import PicklableRecord
 from ..terms.design import Design
 
 
@@ -23,7 +23,7 @@ MAX_AGQ = 25
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class GlmmModel:
+class GlmmModel(PicklableRecord):
     """Design, family and (cached) device arrays of one GLMM."""
 
     design: Design
@@ -32,12 +32,6 @@ class GlmmModel:
     nagq: int
     _cache: dict = dataclasses.field(default_factory=dict, repr=False)
 
-    def __getstate__(self) -> dict:
-        """Pickled without ``_cache`` (device arrays, rebuilt on first use); see jaxlmm.saving."""
-        return record_state(self)
-
-    def __setstate__(self, state: dict) -> None:
-        restore_record(self, state)
 
     @property
     def n(self) -> int:

@@ -23,6 +23,7 @@ from ..lmm.fit import optimizer_of
 from .hessian import covariance_from_hessian, vcov_beta_jacobian
 from .kenward_roger import kenward_roger, kr_ddf
 
+
 def check_ddf(ddf) -> str | None:
     if isinstance(ddf, str):
         key = ddf.lower().replace("_", "-")

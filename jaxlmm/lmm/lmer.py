@@ -96,8 +96,8 @@ def lmer(
         raise ArgumentError(f"REML needs more observations ({design.n}) than fixed effects ({design.p})")
     check_optimizer(optimizer, specs, correlation is not None or variance is not None)
     model = LmerModel.from_design(design, correlation, variance, shard=use_shards(shard, design.n))
-    return fit_model(model, reml=bool(reml), start=start, max_iter=max_iter, t0=t0, stacklevel=3, result_type=LmerResult,
-                     optimizer=optimizer)
+    return fit_model(model, reml=bool(reml), start=start, max_iter=max_iter, t0=t0, stacklevel=3,
+                     result_type=LmerResult, optimizer=optimizer)
 
 
 def lmer_dataset(formula: str, source: Any, *, reml: bool = True, weights: str | None = None,

@@ -21,13 +21,13 @@ from ..terms.design import Design
 from ..gram.blocks import Gram, gram_blocks
 from ..gram.shards import gram_blocks_sharded
 from ..kernels.structure import key_name
-from ..records import record_state, restore_record
+from ..records import PicklableRecord
 from ..rside.residual import build_rside, to_device
 from .objective import ModelArrays, model_arrays
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class LmerModel:
+class LmerModel(PicklableRecord):
     """Design plus blocked Gram matrix ``[Z X y]' W [Z X y]`` of one model."""
 
     design: Design
@@ -39,12 +39,6 @@ class LmerModel:
     # whole table; ``design`` is then one chunk's, for names, encodings and levels only
     totals: tuple[int, float] | None = None
 
-    def __getstate__(self) -> dict:
-        """Pickled without ``_cache`` (device arrays, rebuilt on first use); see jaxlmm.saving."""
-        return record_state(self)
-
-    def __setstate__(self, state: dict) -> None:
-        restore_record(self, state)
 
     @classmethod
     def from_design(cls, design: Design, correlation=None, variance=None, shard: bool = False) -> "LmerModel":

@@ -44,7 +44,6 @@ class FitAccessors(SavedFit):
     Fits pickle and deep-copy (:mod:`jaxlmm.records`: caches of device arrays are left out and
     rebuilt on first use); :meth:`save` writes one to a file that :func:`jaxlmm.load` reads."""
 
-
     @property
     def fixef(self) -> pd.Series:
         """Fixed-effect estimates by coefficient name (R's names)."""
@@ -81,7 +80,6 @@ class FitAccessors(SavedFit):
     def converged(self) -> bool:
         """Whether the fit met its convergence criteria (details in :attr:`diagnostics`)."""
         return bool(self.optinfo["converged"])
-
 
 
 @dataclasses.dataclass(frozen=True, repr=False, eq=False)
