@@ -56,6 +56,7 @@ from .lmm.many import lmer_many  # noqa: E402
 from .rside.variance import VarExp, VarIdent, VarPower  # noqa: E402
 from .lmm.result import LmerResult  # noqa: E402
 from .progress import set_progress  # noqa: E402
+from .compilation import cache_dir, clear_cache, set_cache  # noqa: E402
 from .report import plots  # noqa: E402
 from .saving import load  # noqa: E402
 
@@ -84,6 +85,9 @@ __all__ = [
     "VarExp",
     "LmerResult",
     "set_progress",
+    "set_cache",
+    "cache_dir",
+    "clear_cache",
     "load",
     "JaxlmmError",
     "FormulaError",

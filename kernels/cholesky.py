@@ -102,7 +102,8 @@ def _eliminate(s: BlockStructure, diag: list, off: dict, scale: list | None = No
             if scale is not None:
                 v = _scale_block(v, scale[i], scale[j])
             if name in s.embed:  # fill-in: the input blocks are a subset of the filled pattern
-                v = z.at[s.embed[name]].set(v, mode="promise_in_bounds", unique_indices=True)
+                # (an add: padded input blocks, all zero, share one zero slot: jaxlmm.kernels.buckets)
+                v = z.at[s.embed[name]].add(v, mode="promise_in_bounds")
             z = v
         F[name] = z
     D = list(diag[: s.n_bd])
@@ -161,8 +162,8 @@ def _panel_update(s: BlockStructure, j: int, F: dict, m: int, dtype):
     for name, jj, stages in s.panel_groups:
         if jj == j:
             vals = _concat([F[key_name(i, j)] for i in stages])
-            P = P.at[s.panel_index[name].ravel()].set(vals.ravel(), unique_indices=True,
-                                                      mode="promise_in_bounds")
+            # an add: padded (zero) blocks may share a position (jaxlmm.kernels.buckets)
+            P = P.at[s.panel_index[name].ravel()].add(vals.ravel(), mode="promise_in_bounds")
     P = P.reshape(s.nlevels[j] * wj, m)
     S = jnp.tril(P.T @ P)
     return jnp.concatenate([S.ravel(), jnp.zeros((1,), dtype)])

@@ -119,14 +119,14 @@ jax.tree_util.register_dataclass(
 )
 
 
-def _lower_only(flat: np.ndarray, m: int) -> np.ndarray:
+def lower_only(flat: np.ndarray, m: int) -> np.ndarray:
     """Redirect flat indices above the diagonal of the ``m x m`` tail to the dump slot ``m*m``."""
     flat = np.asarray(flat)
     upper = (flat // m) < (flat % m)
     return np.where(upper, m * m, flat).astype(flat.dtype)
 
 
-def _index_dtype(bound: int):
+def index_dtype(bound: int):
     return np.int32 if bound < 2**31 - 1 else np.int64
 
 
@@ -224,7 +224,7 @@ def analyze(
         offsets.append(off)
         off += nlevels[i] * widths[i]
     m = off
-    flat_dtype = _index_dtype(m * m + 1)
+    flat_dtype = index_dtype(m * m + 1)
 
     def toff(i):
         return offsets[i - n_bd]
@@ -257,7 +257,7 @@ def analyze(
         base = np.concatenate([toff(i) + np.arange(nlevels[i])[:, None] * w + np.arange(w)[None, :]
                                for i in stages])  # (levels, w)
         name = str(len(diag_groups))
-        tail_diag[name] = _lower_only((base[:, :, None] * m + base[:, None, :]).astype(flat_dtype), m)
+        tail_diag[name] = lower_only((base[:, :, None] * m + base[:, None, :]).astype(flat_dtype), m)
         diag_groups.append((name, w, stages))
     input_keys = tuple(sorted(k for k in offdiag if len(offdiag[k][0])))
     tail_keys = tuple((i, j) for (i, j) in input_keys if j >= n_bd)
@@ -292,7 +292,7 @@ def analyze(
         if not use or entries > PANEL_MAX_ENTRIES:
             continue
         panel_stages.append(j)
-        pdtype = _index_dtype(entries)
+        pdtype = index_dtype(entries)
         wj = widths[j]
         for wi in sorted({widths[i] for i in tail_blocks}):
             stages = tuple(i for i in tail_blocks if widths[i] == wi)
@@ -340,7 +340,7 @@ def analyze(
                     a, b, ra, rb = a[keep], b[keep], ra[keep], rb[keep]
                 ri = toff(i) + ra[:, None] * widths[i] + np.arange(widths[i])[None, :]
                 rl = toff(l) + rb[:, None] * widths[l] + np.arange(widths[l])[None, :]
-                d = _lower_only((ri[:, :, None] * m + rl[:, None, :]).astype(flat_dtype), m)
+                d = lower_only((ri[:, :, None] * m + rl[:, None, :]).astype(flat_dtype), m)
                 dense_parts.setdefault((j, widths[i], widths[l]), []).append((i, l, a, b, d))
 
     # dense-tail updates of one stage, batched by width class: the factor blocks of the stage are
@@ -362,7 +362,7 @@ def analyze(
             a, b, d = a[order], b[order], d[order]
             permuted = False
         else:
-            perm[name] = order.astype(_index_dtype(order.shape[0]))
+            perm[name] = order.astype(index_dtype(order.shape[0]))
             d = d.ravel()[order]
             permuted = True
         pa[name], pb[name], dest[name] = a.astype(np.int32), b.astype(np.int32), d

@@ -112,7 +112,7 @@ def _run(model: LmerModel, Y: np.ndarray, starts: np.ndarray, reml: bool, batch_
     sharding, n_dev = _mesh_sharding() if shard is not False else (None, 1)
     out = {k: [] for k in FIELDS}
     with float64():
-        M = model.arrays(reml, host_lapack=False)
+        M = model.arrays(reml, host_lapack=False, bucket=False)  # responses replace unpadded blocks
         if batch_size is None:  # about 2e7 doubles of batched Gram and factor arrays per batch
             per = sum(int(np.size(d)) for d in M.diag) + sum(int(np.size(o)) for o in M.off.values())
             per += int(M.structure.m) ** 2

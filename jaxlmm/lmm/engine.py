@@ -67,7 +67,7 @@ def fit_model(model: LmerModel, *, reml: bool, start: np.ndarray | None = None, 
             rfit = residual.RSideFit(meta=R.meta, u=read_only(u), natural=read_only(nat))
             Mc = residual.arrays_at_jit(jnp.asarray(nat), M, R)
         theta = tf.theta[:k]
-        cond = conditional_estimates(theta, Mc)
+        cond = conditional_estimates(theta, Mc, model.pad_layout if model.rside is None else None)
     singular = tf.singular
     if not (np.all(np.isfinite(cond.beta)) and np.isfinite(cond.sigma) and np.all(np.isfinite(cond.vcov))):
         raise FitError("the estimates are not finite at the optimum (the fixed-effects system is numerically "

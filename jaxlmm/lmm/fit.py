@@ -22,6 +22,7 @@ from ..covariance.templates import diagonal_mask, rectify, templates_np, theta_s
 from ..errors import ArgumentError, FitError
 from ..optim.finish import GTOL, SINGULAR_TOL
 from ..kernels import diagonal_blocks_of_inverse, solve_lower_transpose
+from ..kernels.buckets import PadLayout, unpad_factor, unpad_solution
 from .objective import ModelArrays, factor, objective
 from ..optim.bfgs import bfgs_init, bfgs_result, bfgs_run, run_in_chunks
 from ..optim.trust_region import minimize_trust_region
@@ -254,13 +255,20 @@ class Conditional:
         return [s2 * np.einsum("ab,lbc,dc->lad", Ts[i], S[i], Ts[i]) for i in range(k)]
 
 
-def conditional_estimates(theta: np.ndarray, M: ModelArrays) -> Conditional:
-    """Fixed effects, sigma, Var(beta), conditional modes and variances at ``theta``."""
+def conditional_estimates(theta: np.ndarray, M: ModelArrays, layout: PadLayout | None = None) -> Conditional:
+    """Fixed effects, sigma, Var(beta), conditional modes and variances at ``theta``.
+    ``layout``: the padding of ``M`` (:meth:`jaxlmm.lmm.model.LmerModel.analysis`), if any; the
+    factor and the solution are cut back to the unpadded structure."""
     f, x_bd, x_tail = _solve_at(jnp.asarray(theta), M)
-    s = M.structure
-    tail = np.asarray(f.tail)
-    x_tail = np.asarray(x_tail)
-    mz, p = M.m_z_tail, M.p
+    if layout is None:
+        s = jax.tree_util.tree_map(np.asarray, M.structure)
+        f_diag, f_off, tail = [np.asarray(d) for d in f.diag], {n: np.asarray(v) for n, v in f.off.items()}, np.asarray(f.tail)
+        x_tail = np.asarray(x_tail)
+    else:
+        s = layout.structure
+        f_diag, f_off, tail = unpad_factor(layout, f.diag, f.off, f.tail)
+        x_bd, x_tail = unpad_solution(layout, x_bd, x_tail)
+    mz, p = s.m - (M.p + 1), M.p
     k = M.n_terms
     u = []
     for i in range(k):
@@ -281,7 +289,5 @@ def conditional_estimates(theta: np.ndarray, M: ModelArrays) -> Conditional:
         vcov = np.zeros((0, 0))
     Ts = templates_np(theta, M.specs)
     b = [u[i] @ Ts[i].T for i in range(k)]
-    factor_np = ([np.asarray(d) for d in f.diag], {n: np.asarray(v) for n, v in f.off.items()}, tail)
-    host_structure = jax.tree_util.tree_map(np.asarray, s)
     return Conditional(beta=beta, vcov=vcov, sigma=float(np.sqrt(sigma2)), b=b, templates=Ts,
-                       structure=host_structure, factor=factor_np)
+                       structure=s, factor=(f_diag, f_off, tail))

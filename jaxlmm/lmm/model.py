@@ -23,7 +23,10 @@ from ..gram.shards import gram_blocks_sharded
 from ..kernels.structure import key_name
 from ..records import PicklableRecord
 from ..rside.residual import build_rside, to_device
-from .objective import ModelArrays, model_arrays
+from .objective import ModelArrays, analyzed, model_arrays
+
+
+BUCKET = True  # pad the objective's arrays to shape buckets (jaxlmm.kernels.buckets); False: exact sizes
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -96,12 +99,31 @@ class LmerModel(PicklableRecord):
             out.extend(1.0 / rms[r] for r in spec.rows)
         return np.asarray(out, dtype=np.float64)
 
-    def arrays(self, reml: bool, host_lapack: bool | None = None) -> ModelArrays:
-        """Device arrays of the objective (call under ``float64()``); cached per flags."""
-        key = (bool(reml), host_lapack)
+    def analysis(self, bucket: bool = True):
+        """The blocked structure of the Gram pattern, padded to shape buckets unless ``bucket``
+        is False or the model has a residual structure (whose Gram blocks change with its
+        parameters, in the unpadded layout): ``(structure, layout or None)``; cached."""
+        bucket = bool(bucket) and BUCKET and self.rside is None
+        key = ("analysis", bucket)
+        if key not in self._cache:
+            self._cache[key] = analyzed(self.gram, bucket)
+        return self._cache[key]
+
+    @property
+    def pad_layout(self):
+        """The padding layout of :meth:`arrays` (None: unpadded)."""
+        return self.analysis()[1]
+
+    def arrays(self, reml: bool, host_lapack: bool | None = None, bucket: bool = True) -> ModelArrays:
+        """Device arrays of the objective (call under ``float64()``), padded to shape buckets
+        (:meth:`analysis`); cached per flags. ``bucket=False`` for callers that replace Gram
+        blocks by unpadded ones (batched responses)."""
+        analysis = self.analysis(bucket)
+        key = (bool(reml), host_lapack, analysis[1] is not None)
         if key not in self._cache:
             self._cache[key] = model_arrays(self.gram, self.specs, n=self.n, p=self.p, reml=bool(reml),
-                                            log_det_w=self.log_det_w, host_lapack=host_lapack)
+                                            log_det_w=self.log_det_w, host_lapack=host_lapack,
+                                            analysis=analysis)
         return self._cache[key]
 
     # --- the response-dependent blocks ---------------------------------------------------

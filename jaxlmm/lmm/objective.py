@@ -20,6 +20,7 @@ import numpy as np
 from ..covariance.templates import TemplateSpec, templates
 from ..gram.blocks import Gram
 from ..kernels import BlockStructure, analyze, blocked_cholesky
+from ..kernels.buckets import PadLayout, pad_inputs, pad_structure
 from ..kernels.cholesky import BlockedFactor, blocked_log_diagonal
 
 
@@ -58,15 +59,32 @@ jax.tree_util.register_dataclass(
 )
 
 
-def model_arrays(gram: Gram, specs: tuple[TemplateSpec, ...], *, n: int, p: int, reml: bool,
-                 log_det_w: float, host_lapack: bool | None = None) -> ModelArrays:
-    """Analyze the pattern once and move the Gram blocks to the device (call under x64)."""
+def analyzed(gram: Gram, bucket: bool = False) -> tuple[BlockStructure, PadLayout | None]:
+    """The blocked structure of the Gram pattern (host arrays) and, with ``bucket``, padded to
+    shape buckets (:mod:`jaxlmm.kernels.buckets`: a program compiled for one data set serves
+    every data set of the model structure whose sizes fall in the same buckets) with the layout
+    that maps it back."""
     s = analyze(gram.nlevels, gram.widths, gram.pattern)
+    if not bucket:
+        return s, None
+    return pad_structure(s, {k: v.shape[0] for k, v in gram.off.items()})
+
+
+def model_arrays(gram: Gram, specs: tuple[TemplateSpec, ...], *, n: int, p: int, reml: bool,
+                 log_det_w: float, host_lapack: bool | None = None,
+                 analysis: tuple[BlockStructure, PadLayout | None] | None = None) -> ModelArrays:
+    """Move the structure and the Gram blocks to the device (call under x64). ``analysis``:
+    :func:`analyzed`'s result (computed here, unpadded, when not given); with a padding layout
+    the Gram blocks are padded with zero blocks (padded levels: ``Lambda' 0 Lambda + I = I``)."""
+    s, layout = analyzed(gram) if analysis is None else analysis
+    diag, off = gram.diag, gram.off
+    if layout is not None:
+        diag, off = pad_inputs(layout, diag, off)
     s = jax.tree_util.tree_map(jnp.asarray, s)
     return ModelArrays(
         structure=s,
-        diag=[jnp.asarray(d) for d in gram.diag],
-        off={k: jnp.asarray(v) for k, v in gram.off.items()},
+        diag=[jnp.asarray(d) for d in diag],
+        off={k: jnp.asarray(v) for k, v in off.items()},
         log_det_w=jnp.asarray(log_det_w),
         n=jnp.asarray(float(n)),
         specs=tuple(specs), p=p, reml=reml,
