@@ -77,11 +77,15 @@ def vcov_beta_jacobian(model: LmerModel, theta: np.ndarray, sigma: float, reml: 
         return np.asarray(_vcov_jac(vp, M))
 
 
+# one compiled program (not one small program per operation, as outside jit)
+_sdcor_jac = jax.jit(jax.jacfwd(sdcor_from_varpar), static_argnums=1)
+
+
 def sdcor_jacobian(model: LmerModel, theta: np.ndarray, sigma: float) -> np.ndarray:
     """``d sdcor / d varpar`` ``(k+1, k+1)`` (see ``jaxlmm.parameters``)."""
     with float64():
         vp = jnp.asarray(np.r_[theta, sigma], dtype=jnp.float64)
-        return np.asarray(jax.jacfwd(sdcor_from_varpar)(vp, model.specs))
+        return np.asarray(_sdcor_jac(vp, model.specs))
 
 
 def boundary_mask(model: LmerModel, theta: np.ndarray, tol: float = 1e-4) -> np.ndarray:
@@ -118,8 +122,7 @@ def sdcor_table(fit) -> pd.DataFrame:
     """sd/cor parameters and sigma (lme4's names and order) with delta-method SEs:
     columns ``estimate, std_error, boundary``."""
     model = fit._model
-    with float64():
-        est = np.asarray(sdcor_from_varpar(jnp.asarray(np.r_[fit.theta, fit.sigma]), model.specs))
+    est = sdcor_from_varpar(np.r_[fit.theta, fit.sigma].astype(np.float64), model.specs)  # NumPy
     A, on = sdcor_covariance(model, fit.theta, fit.sigma, fit.reml, fit._varpar_hessian)
     names = sdcor_names(model.design, model.specs)
     return pd.DataFrame({"estimate": est, "std_error": np.sqrt(np.diag(A)), "boundary": on},

@@ -32,7 +32,7 @@ def _padded(s, diag, vals):
 
 
 @pytest.mark.parametrize("panel", [False, True], ids=["pairs", "panel"])
-@pytest.mark.parametrize("nlevels,widths,n,nest", CASES)
+@pytest.mark.parametrize("nlevels,widths,n,nest", [CASES[i] for i in (1, 3, 4, 5)])
 def test_padded_factor_equals_unpadded(nlevels, widths, n, nest, panel):
     rng = np.random.default_rng(sum(nlevels) + n + 7)
     M, diag, offd, vals, offs = random_blocked(rng, nlevels, widths, n, nest)
