@@ -4,6 +4,8 @@
     python benchmarks/suite.py                         # every workload, default sizes
     python benchmarks/suite.py --workloads W1,W2 --engines jaxlmm,mixedlm
     python benchmarks/suite.py --size W2=100000 --size W6=4000000
+    python benchmarks/suite.py --workloads COLD,SLEEP,LOAD --engines jaxlmm,mixedlm,lme4
+    python benchmarks/suite.py --workloads GLMM --size GLMM=100000
 
 Workloads (``workloads.py``; W4 and W5 through their own scripts):
 
@@ -13,6 +15,26 @@ Workloads (``workloads.py``; W4 and W5 through their own scripts):
 - W4 ``lmer_many`` on 1,000 sleepstudy-sized responses (``bench_many.py``);
 - W5 the blocked objective against the dense n x n solver as n grows (``bench_dense.py``);
 - W6 MovieLens-shaped ``y ~ 1 + (1|user) + (1|item)``, 1M ratings by default.
+
+And four jaxlmm-centred rows (issue 16), selectable like the workloads:
+
+- COLD: InstEval's first fit in fresh processes, jaxlmm's compilation cache (``JAXLMM_CACHE_DIR``)
+  *empty* (a new folder) and *primed* (a fresh process first fits another data set of the same
+  structure, a random 90% of the rows, into the same folder); first fit and fresh process ->
+  first fit; mixedlm's first fit beside them (from W1 when it ran);
+- SLEEP: the whole sleepstudy script (import, ``lmer``, ``coef_table()``, ``print(summary())``)
+  as a fresh process's wall clock, jaxlmm with its cache primed by an untimed run, against the
+  same work in ``Rscript`` with lme4 (and mixedlm / statsmodels scripts where installed);
+  median of ``--sleep-runs``;
+- LOAD: W1's warm fit, jaxlmm and mixedlm, with ``--busy`` (2) ``while True: pass`` processes
+  started before the engine's process and killed after it; slowdown against the quiet W1 figures;
+- GLMM: ``jaxlmm.glmer`` on ``bench_glmer.py``'s 1M-row crossed binary data (5,000 x 500), cold
+  and warm; peers' figures from ``results/glmer.json`` (bench_glmer.py's last run; mixedlm needs
+  minutes there) unless ``--glmm-peers``.
+
+suite.md ends with the goals table of issue 16 (met / missed per row) and the loaded variant.
+jaxlmm's processes always get their own compilation cache folder (``JAXLMM_CACHE_DIR``), empty
+unless a row says primed, so no figure depends on the user's ``~/.cache``.
 
 Each engine fits in its own fresh process (Python worker or ``Rscript``), one engine at a
 time: a first fit (for jaxlmm the *cold* fit, with tracing and XLA compilation) and then
@@ -190,7 +212,7 @@ def worker_main(engine: str, workload: str, data: str, repeats: int, budget: flo
         fit_once, versions = FITTERS[engine](wl, df)
         out["import_s"] = time.perf_counter() - t
         # jaxlmm's warm fit (compiled code reused) is measured even when the cold one was slow
-        first, times, info = _fit_loop(fit_once, repeats, budget, min_repeats=int(engine == "jaxlmm"))
+        first, times, info = _fit_loop(fit_once, repeats, budget, min_repeats=int(engine == "jaxlmm" and repeats > 0))
         out.update(ok=True, first_fit_s=first, fit_times_s=times, versions=versions, **info)
     except Exception as e:  # reported in the table, the suite goes on
         out.update(ok=False, error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
@@ -244,17 +266,40 @@ def _available(engine: str, rscript: str | None) -> str | None:
     return None
 
 
-def run_engine(engine: str, wl, data_file: Path, args, rscript: str | None, tmp: Path) -> dict:
-    result_file = tmp / f"{wl.key}-{engine}.json"
-    env = dict(os.environ, JAX_ENABLE_COMPILATION_CACHE="false")
+def engine_env(engine: str, cache: Path | None) -> dict:
+    """The engine process's environment. jaxlmm: its compilation cache in ``cache`` (an empty folder
+    for a cold fit), never the user's ``~/.cache`` nor a JAX cache set in the environment; the
+    other engines: JAX's persistent cache off (the dense solver compiles with JAX)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("JAXLMM_CACHE", "JAXLMM_CACHE_DIR", "JAX_COMPILATION_CACHE_DIR",
+                        "JAX_ENABLE_COMPILATION_CACHE")}
+    if engine == "jaxlmm":
+        if cache is None:
+            cache = Path(tempfile.mkdtemp(prefix="jaxlmm-cache-empty-"))
+        env["JAXLMM_CACHE_DIR"] = str(cache)
+    else:
+        env["JAX_ENABLE_COMPILATION_CACHE"] = "false"
+    return env
+
+
+def run_engine(engine: str, wl, data_file: Path, args, rscript: str | None, tmp: Path, *, tag: str = "",
+               repeats: int | None = None, cache: Path | None = None) -> dict:
+    """One engine in a fresh process on ``data_file``. jaxlmm compiles into ``cache`` (default: a
+    new empty folder under ``tmp``, so that its first fit is cold whatever the user's cache holds)."""
+    result_file = tmp / f"{wl.key}-{engine}{tag}.json"
+    result_file.unlink(missing_ok=True)
+    repeats = args.repeats if repeats is None else repeats
+    if engine == "jaxlmm" and cache is None:
+        cache = Path(tempfile.mkdtemp(prefix="cache-empty-", dir=tmp))
+    env = engine_env(engine, cache)
     if engine == "lme4":
         script = tmp / "suite_lme4.R"
         script.write_text(R_SCRIPT)
         cmd = [rscript, "--vanilla", str(script), str(data_file), wl.formula, ",".join(wl.factors),
-               str(args.repeats), str(args.budget), str(result_file)]
+               str(repeats), str(args.budget), str(result_file)]
     else:
         cmd = [sys.executable, __file__, "--worker", engine, "--workload", wl.key, "--data", str(data_file),
-               "--repeats", str(args.repeats), "--budget", str(args.budget), "--result-file", str(result_file)]
+               "--repeats", str(repeats), "--budget", str(args.budget), "--result-file", str(result_file)]
     timing = common.run_timed(cmd, timeout=args.timeout, env=env)
     if result_file.exists():
         res = json.loads(result_file.read_text())
@@ -319,6 +364,220 @@ def run_script(key: str, script: str, extra: list[str], args, tmp: Path) -> dict
     return out
 
 
+# =========================================================================== COLD, SLEEP, LOAD, GLMM
+
+EXTRA_TITLES = {
+    "COLD": "InstEval, first fit in a fresh process: jaxlmm's compilation cache empty, and primed by another data set",
+    "SLEEP": "the sleepstudy script: import, first fit, coefficient table, summary (fresh process, wall clock)",
+    "LOAD": "InstEval warm fits with two busy-loop processes beside them on the cores",
+    "GLMM": "crossed binary glmer y ~ x + (1 | subj) + (1 | item), 1M rows, 5,000 x 500 (bench_glmer.py)",
+}
+EXTRA_KEYS = tuple(EXTRA_TITLES)
+PRIME_FRACTION, PRIME_SEED = 0.9, 7  # COLD: the priming data set, 90% of the rows drawn at random
+
+SLEEP_JAXLMM = ('import jaxlmm; from jaxlmm import datasets; '
+                'fit = jaxlmm.lmer("Reaction ~ Days + (Days | Subject)", datasets.load("sleepstudy")); '
+                'fit.coef_table(); print(fit.summary())')
+SLEEP_LME4 = ('library(lme4); fit <- lmer(Reaction ~ Days + (Days | Subject), sleepstudy); '
+              'print(coef(summary(fit))); print(summary(fit))')
+SLEEP_MIXEDLM = ('import pandas as pd, mixedlm; d = pd.read_csv({csv!r}, dtype={{"Subject": str}}); '
+                 'fit = mixedlm.lmer("Reaction ~ Days + (Days | Subject)", d); print(fit.summary())')
+SLEEP_STATSMODELS = ('import pandas as pd, statsmodels.formula.api as smf; d = pd.read_csv({csv!r}, '
+                     'dtype={{"Subject": str}}); fit = smf.mixedlm("Reaction ~ Days", d, groups=d["Subject"], '
+                     're_formula="~Days").fit(reml=True); print(fit.summary())')
+SLEEP_CSV = common.BENCH_DIR.parent / "jaxlmm" / "datasets" / "sleepstudy.csv"
+
+
+def _write_w1(tmp: Path, args) -> Path:
+    data_file = tmp / "W1-target.csv"
+    if not data_file.exists():
+        WORKLOADS["W1"].make(args.sizes.get("W1", WORKLOADS["W1"].default_size)).to_csv(data_file, index=False)
+    return data_file
+
+
+def _slim(r: dict) -> dict:
+    return {k: r.get(k) for k in ("ok", "error", "first_fit_s", "warm_s", "fit_times_s", "process_first_fit_s",
+                                  "process_s", "objective", "n_evals", "import_s", "max_rss_mib") if k in r}
+
+
+def run_cold(args, rscript: str | None, tmp: Path, done: list[dict]) -> dict:
+    """jaxlmm's first InstEval fit in fresh processes: with an empty cache, and with a cache primed
+    by a fresh process fitting another data set of the same structure (90% of the rows)."""
+    wl = WORKLOADS["W1"]
+    target = _write_w1(tmp, args)
+    import pandas as pd
+
+    df = pd.read_csv(target, dtype={c: str for c in wl.factors})
+    prime_file = tmp / "W1-prime.csv"
+    df.sample(frac=PRIME_FRACTION, random_state=PRIME_SEED).to_csv(prime_file, index=False)
+    out = {"key": "COLD", "title": EXTRA_TITLES["COLD"], "rows": len(df),
+           "prime_rows": int(round(PRIME_FRACTION * len(df))), "runs": {}}
+    del df
+    print("  COLD jaxlmm, cache empty ...", flush=True)
+    out["runs"]["cache empty"] = _slim(run_engine("jaxlmm", wl, target, args, rscript, tmp, tag="-cold-empty",
+                                                  repeats=0))
+    primed = tmp / "cache-primed-W1"
+    primed.mkdir(exist_ok=True)
+    print("  COLD jaxlmm, priming the cache on the other data set ...", flush=True)
+    out["runs"]["priming run (other data)"] = _slim(run_engine("jaxlmm", wl, prime_file, args, rscript, tmp,
+                                                               tag="-cold-prime", repeats=0, cache=primed))
+    print("  COLD jaxlmm, cache primed ...", flush=True)
+    out["runs"]["cache primed"] = _slim(run_engine("jaxlmm", wl, target, args, rscript, tmp, tag="-cold-primed",
+                                                   repeats=0, cache=primed))
+    w1 = next((w for w in done if w.get("key") == "W1"), None)
+    mixed = (w1 or {}).get("engines", {}).get("mixedlm")
+    if mixed and mixed.get("ok"):
+        out["mixedlm"] = dict(_slim(mixed), source="this run's W1")
+    elif "mixedlm" in args.engines and not _available("mixedlm", rscript):
+        print("  COLD mixedlm ...", flush=True)
+        out["mixedlm"] = dict(_slim(run_engine("mixedlm", wl, target, args, rscript, tmp, tag="-cold", repeats=0)),
+                              source="run here")
+    for r in out["runs"].values():
+        print(f"    first fit {common.fmt_s(r.get('first_fit_s'))} s, fresh process -> first fit "
+              f"{common.fmt_s(r.get('process_first_fit_s'))} s" if r.get("ok") else f"    failed: {r.get('error')}",
+              flush=True)
+    return out
+
+
+def _time_script(cmd: list[str], env: dict, runs: int, timeout: float) -> dict:
+    """Wall clock of ``runs`` fresh processes of ``cmd`` (after one untimed run that primes caches)."""
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    if first.returncode != 0:
+        return {"ok": False, "error": (first.stderr or first.stdout)[-600:].strip()}
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+        times.append(time.perf_counter() - t)
+        if res.returncode != 0:
+            return {"ok": False, "error": (res.stderr or res.stdout)[-600:].strip()}
+    return {"ok": True, "times_s": times, "median_s": common.median(times), "stdout_tail": res.stdout[-400:]}
+
+
+def run_sleep(args, rscript: str | None, tmp: Path) -> dict:
+    """The whole sleepstudy script as a user runs it, per engine, in fresh processes; jaxlmm with its
+    cache primed by the untimed first run (a user's second run of the script)."""
+    out = {"key": "SLEEP", "title": EXTRA_TITLES["SLEEP"], "runs_each": args.sleep_runs, "engines": {},
+           "scripts": {"jaxlmm": SLEEP_JAXLMM, "lme4": SLEEP_LME4}}
+    cache = tmp / "cache-sleep"
+    cache.mkdir(exist_ok=True)
+    todo = [("jaxlmm", [sys.executable, "-c", SLEEP_JAXLMM], engine_env("jaxlmm", cache))]
+    rs = rscript or common.find_rscript()
+    if not rs:
+        out["engines"]["lme4"] = {"ok": False, "error": "Rscript not found"}
+    elif subprocess.run([rs, "-e", "suppressMessages(library(lme4))"], capture_output=True).returncode != 0:
+        out["engines"]["lme4"] = {"ok": False, "error": "lme4 not installed"}
+    else:
+        todo.append(("lme4", [rs, "-e", SLEEP_LME4], dict(os.environ)))
+    for name, code in (("mixedlm", SLEEP_MIXEDLM), ("statsmodels", SLEEP_STATSMODELS)):
+        if not common.python_package_version(name):
+            out["engines"][name] = {"ok": False, "error": f"{name} not installed"}
+        else:
+            out["scripts"][name] = code.format(csv=str(SLEEP_CSV))
+            todo.append((name, [sys.executable, "-c", out["scripts"][name]], dict(os.environ)))
+    for name, cmd, env in todo:
+        print(f"  SLEEP {name} ...", flush=True)
+        try:
+            out["engines"][name] = _time_script(cmd, env, args.sleep_runs, args.timeout)
+        except subprocess.TimeoutExpired:
+            out["engines"][name] = {"ok": False, "error": f"stopped after {args.timeout:.0f} s"}
+        r = out["engines"][name]
+        print(f"    {common.fmt_s(r.get('median_s'))} s" if r.get("ok") else f"    failed: {r['error']}", flush=True)
+    return out
+
+
+def run_load(args, rscript: str | None, tmp: Path, done: list[dict]) -> dict:
+    """W1 warm fits, jaxlmm and mixedlm, each with two ``while True: pass`` processes started before
+    the engine's process and killed after it; the quiet figures from this run's W1 (or run here)."""
+    wl = WORKLOADS["W1"]
+    target = _write_w1(tmp, args)
+    w1 = next((w for w in done if w.get("key") == "W1"), None)
+    out = {"key": "LOAD", "title": EXTRA_TITLES["LOAD"], "busy_processes": args.busy, "engines": {}}
+    for engine in ("jaxlmm", "mixedlm"):
+        if engine not in args.engines or _available(engine, rscript):
+            continue
+        quiet = (w1 or {}).get("engines", {}).get(engine)
+        source = "this run's W1"
+        if not (quiet and quiet.get("ok")):
+            print(f"  LOAD {engine} quiet ...", flush=True)
+            quiet, source = run_engine(engine, wl, target, args, rscript, tmp, tag="-quiet"), "run here"
+        print(f"  LOAD {engine} with {args.busy} busy loops ...", flush=True)
+        busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
+        try:
+            time.sleep(0.5)
+            loaded = run_engine(engine, wl, target, args, rscript, tmp, tag="-loaded")
+        finally:
+            for p in busy:
+                p.kill()
+            for p in busy:
+                p.wait()
+        r = {"quiet": dict(_slim(quiet), source=source), "loaded": _slim(loaded)}
+        if quiet.get("ok") and loaded.get("ok"):
+            r["slowdown"] = loaded["warm_s"] / quiet["warm_s"]
+        out["engines"][engine] = r
+        print(f"    warm quiet {common.fmt_s(quiet.get('warm_s'), 3)} s, loaded {common.fmt_s(loaded.get('warm_s'), 3)} s",
+              flush=True)
+    return out
+
+
+GLMER_RESULTS = common.BENCH_DIR / "results" / "glmer.json"
+
+
+def run_glmm(args, tmp: Path) -> dict:
+    """jaxlmm's glmer on bench_glmer.py's crossed_1m data: a fresh process, empty cache, cold and
+    warm. Peers from ``results/glmer.json`` (bench_glmer.py's last run), or run with ``--glmm-peers``."""
+    import bench_glmer
+
+    n = args.sizes.get("GLMM", bench_glmer.WORKLOADS["crossed_1m"]["default_size"])
+    t = time.perf_counter()
+    data_file = tmp / "GLMM.csv"
+    bench_glmer.make_crossed(n).to_csv(data_file, index=False)
+    out = {"key": "GLMM", "title": EXTRA_TITLES["GLMM"], "rows": n, "levels": bench_glmer.crossed_levels(n),
+           "formula": bench_glmer.WORKLOADS["crossed_1m"]["formula"], "generate_s": time.perf_counter() - t,
+           "engines": {}}
+    engines = ["jaxlmm"] + ([e for e in ("mixedlm", "lme4") if e in args.engines] if args.glmm_peers else [])
+    for engine in engines:
+        result_file = tmp / f"GLMM-{engine}.json"
+        if engine == "lme4":
+            rs = common.find_rscript()
+            if not rs:
+                out["engines"][engine] = {"ok": False, "error": "Rscript not found"}
+                continue
+            script = tmp / "glmm_lme4.R"
+            script.write_text(bench_glmer.R_SCRIPT)
+            cmd = [rs, "--vanilla", str(script), str(data_file), out["formula"],
+                   json.dumps(bench_glmer.WORKLOADS["crossed_1m"]["factors"]), str(args.glmm_repeats),
+                   str(args.budget), str(result_file)]
+        else:
+            cmd = [sys.executable, str(common.BENCH_DIR / "bench_glmer.py"), "--worker", engine, "--workload",
+                   "crossed_1m", "--data", str(data_file), "--repeats", str(args.glmm_repeats), "--budget",
+                   str(args.budget), "--result-file", str(result_file)]
+        cache = tmp / f"cache-empty-GLMM-{engine}"
+        cache.mkdir(exist_ok=True)
+        print(f"  GLMM {engine} ...", flush=True)
+        timing = common.run_timed(cmd, timeout=args.glmm_timeout, env=engine_env(engine, cache))
+        try:
+            r = json.loads(result_file.read_text())
+        except (OSError, ValueError):
+            r = {"ok": False, "error": ("stopped after %.0f s" % args.glmm_timeout) if timing.timed_out
+                 else f"no result: {timing.stderr[-600:].strip()}"}
+        if r.get("ok"):
+            r["warm_s"] = common.median(r["fit_times_s"]) if r.get("fit_times_s") else r["first_fit_s"]
+        r.update(process_first_fit_s=timing.first_fit_s, process_s=timing.total_s)
+        out["engines"][engine] = _slim(r)
+        print(f"    first {common.fmt_s(r.get('first_fit_s'))} s, warm {common.fmt_s(r.get('warm_s'))} s"
+              if r.get("ok") else f"    failed: {r.get('error')}", flush=True)
+    if not args.glmm_peers:
+        try:
+            prev = json.loads(GLMER_RESULTS.read_text())
+            w = next(x for x in prev["workloads"] if x["key"] == "crossed_1m")
+            out["stored_peers"] = {"file": "benchmarks/results/glmer.json", "date": prev.get("date"),
+                                   "rows": w.get("rows"), "engines": {k: _slim(v) for k, v in w["engines"].items()}}
+        except (OSError, ValueError, StopIteration, KeyError) as e:
+            out["stored_peers"] = {"error": f"{GLMER_RESULTS.name} not readable: {e}"}
+    return out
+
+
 # =========================================================================== report
 
 
@@ -358,7 +617,7 @@ def render(rep: dict) -> str:
          "| stopped by the timeout |",
          "|---|---|---:|---:|---|---:|---:|---:|---|"]
     for w in rep["workloads"]:
-        if "engines" not in w:
+        if "engines" not in w or w["key"] in EXTRA_KEYS:
             continue
         s = _peer_summary(w)
         L.append(f"| {w['key']} | {w['rows']:,} rows | {common.fmt_s(s['jaxlmm_warm_s'], 3)} | "
@@ -368,7 +627,11 @@ def render(rep: dict) -> str:
                  + (", ".join(f"{k} (> {t:.0f} s)" for k, t in s["timed_out"].items()) or "-") + " |")
     for w in rep["workloads"]:
         L += ["", f"## {w['key']}: {w.get('title', '')}", ""]
-        if "engines" in w:
+        if w["key"] in EXTRA_KEYS and "error" in w:
+            L += ["failed:", "", "```", str(w["error"])[-1500:], "```"]
+        elif w["key"] in EXTRA_KEYS:
+            L += _render_extra(w)
+        elif "engines" in w:
             L += [f"`{w['formula']}`, REML; {w['rows']:,} rows ({w['size_label']}: {w['size']:,}); "
                   f"data generated in {w['generate_s']:.1f} s.", "",
                   "| engine | cold (first fit) | warm (median) | fits | evals | objective | Δ objective vs jaxlmm "
@@ -393,6 +656,7 @@ def render(rep: dict) -> str:
             L += _render_script(w)
         else:
             L += [f"failed: `{w.get('command')}`", "", "```", str(w.get("error", ""))[-1500:], "```"]
+    L += render_goals(rep)
     return "\n".join(L) + "\n"
 
 
@@ -422,6 +686,158 @@ def _render_script(w: dict) -> list[str]:
     return L
 
 
+def _first(r: dict | None) -> str:
+    return "-" if not r else (common.fmt_s(r.get("first_fit_s")) if r.get("ok") else f"failed: {str(r.get('error'))[:80]}")
+
+
+def _render_extra(w: dict) -> list[str]:
+    key = w["key"]
+    if key == "COLD":
+        L = [f"InstEval ({w['rows']:,} rows), jaxlmm in fresh processes with `JAXLMM_CACHE_DIR` set: *cache empty* "
+             "a new empty folder; *cache primed* a folder filled by a fresh process fitting another data set of "
+             f"the same structure first (a random {PRIME_FRACTION:.0%} of the rows, {w['prime_rows']:,}, seed "
+             f"{PRIME_SEED}). No later fits.", "",
+             "| run | first fit s | fresh process → first fit s | import s | objective |", "|---|---:|---:|---:|---:|"]
+        rows = list(w["runs"].items()) + ([(f"mixedlm ({w['mixedlm'].get('source')})", w["mixedlm"])]
+                                          if w.get("mixedlm") else [])
+        for name, r in rows:
+            if not r.get("ok"):
+                L.append(f"| {name} | failed: {str(r.get('error'))[:120]} | | | |")
+                continue
+            L.append(f"| {name} | {common.fmt_s(r.get('first_fit_s'))} | {common.fmt_s(r.get('process_first_fit_s'))} "
+                     f"| {common.fmt_s(r.get('import_s'))} | {r['objective']:.6f} |")
+        return L
+    if key == "SLEEP":
+        L = [f"Wall clock of a fresh process running the whole script, median of {w['runs_each']} runs after one "
+             "untimed run (for jaxlmm: the run that primes its compilation cache).", "",
+             "| engine | script wall s (median) | runs s |", "|---|---:|---|"]
+        for name, r in w["engines"].items():
+            L.append(f"| {name} | {common.fmt_s(r.get('median_s'))} | "
+                     + (", ".join(f"{t:.2f}" for t in r["times_s"]) if r.get("ok") else str(r.get("error"))[:120]) + " |")
+        L += ["", "Scripts:", ""] + [f"- {k}: `{v}`" for k, v in w["scripts"].items()]
+        return L
+    if key == "LOAD":
+        L = [f"InstEval warm fits (median of the later fits in a fresh process) with {w['busy_processes']} "
+             "`python -c 'while True: pass'` processes running beside the engine's process (started before it, "
+             "killed after it).", "",
+             "| engine | warm quiet s | warm loaded s | slowdown loaded / quiet | quiet from |", "|---|---:|---:|---:|---|"]
+        for name, r in w["engines"].items():
+            L.append(f"| {name} | {common.fmt_s(r['quiet'].get('warm_s'), 3)} | {common.fmt_s(r['loaded'].get('warm_s'), 3)} "
+                     f"| {common.fmt_ratio(r.get('slowdown'))} | {r['quiet'].get('source')} |")
+        return L
+    if key == "GLMM":
+        L = [f"`{w['formula']}`, binomial, Laplace; {w['rows']:,} rows, {w['levels'][0]:,} x {w['levels'][1]:,} "
+             f"levels (bench_glmer.py's crossed_1m generator); data generated in {w['generate_s']:.1f} s. Each engine "
+             "in a fresh process, jaxlmm with an empty compilation cache.", "",
+             "| engine | cold (first fit) s | warm s | fresh process → first fit s | objective | source |",
+             "|---|---:|---:|---:|---:|---|"]
+        for name, r in w["engines"].items():
+            L.append(_glmm_row(name, r, "this run"))
+        sp = w.get("stored_peers")
+        if sp and "engines" in sp:
+            for name, r in sp["engines"].items():
+                if name != "jaxlmm":
+                    L.append(_glmm_row(name, r, f"`{sp['file']}` ({sp.get('date')}, {sp.get('rows'):,} rows)"))
+            L += ["", "Peers were not rerun (mixedlm's glmer takes minutes here); their figures are bench_glmer.py's "
+                  "last results, on the same generator; `--glmm-peers` runs them in this run."]
+        elif sp:
+            L += ["", f"Stored peers: {sp.get('error')}"]
+        return L
+    return []
+
+
+def _glmm_row(name: str, r: dict, source: str) -> str:
+    if not r.get("ok"):
+        return f"| {name} | failed: {str(r.get('error'))[:120]} | | | | {source} |"
+    return (f"| {name} | {common.fmt_s(r.get('first_fit_s'))} | {common.fmt_s(r.get('warm_s'))} | "
+            f"{common.fmt_s(r.get('process_first_fit_s'))} | {r.get('objective', float('nan')):.4f} | {source} |")
+
+
+def _goal_rows(rep: dict) -> list[tuple[str, str, str, str, bool | None]]:
+    """(workload, today, goal, this run, met) for the goals table of issue 16."""
+    by = {w["key"]: w for w in rep["workloads"]}
+
+    def eng(key, name):
+        r = by.get(key, {}).get("engines", {}).get(name)
+        return r if r and r.get("ok") else None
+
+    rows = []
+    cold = by.get("COLD")
+    mixed = (cold or {}).get("mixedlm") or eng("W1", "mixedlm")
+    mixed_first = mixed.get("first_fit_s") if mixed and mixed.get("ok") else None
+    empty = (cold or {}).get("runs", {}).get("cache empty", {})
+    if empty.get("ok"):
+        text = f"{empty['first_fit_s']:.2f} s (process {common.fmt_s(empty.get('process_first_fit_s'))} s)" + (
+            f"; mixedlm {mixed_first:.2f} s" if mixed_first else "; mixedlm not run")
+        met = empty["first_fit_s"] <= mixed_first if mixed_first else None
+    else:
+        text, met = ("not run" if not cold else f"failed: {str(empty.get('error'))[:60]}"), None
+    rows.append(("InstEval, first fit in a fresh process, cache empty", "5.2–6.5 s (mixedlm 2.8 s)",
+                 "≤ mixedlm's first fit", text, met))
+    primed = (cold or {}).get("runs", {}).get("cache primed", {})
+    if primed.get("ok"):
+        text = (f"{primed['first_fit_s']:.2f} s (fresh process → first fit "
+                f"{common.fmt_s(primed.get('process_first_fit_s'))} s)")
+        met = primed["first_fit_s"] <= 1.2
+    else:
+        text, met = ("not run" if not cold else f"failed: {str(primed.get('error'))[:60]}"), None
+    rows.append(("InstEval, first fit in a fresh process, cache primed by another data set of the same structure",
+                 "–", "≤ 1.2 s", text, met))
+    sleep = by.get("SLEEP", {}).get("engines", {})
+    j, r = sleep.get("jaxlmm", {}), sleep.get("lme4", {})
+    if j.get("ok"):
+        text = f"{j['median_s']:.2f} s" + (f"; lme4 Rscript {r['median_s']:.2f} s" if r.get("ok")
+                                          else f"; lme4: {r.get('error', 'not run')}")
+        met = j["median_s"] <= r["median_s"] if r.get("ok") else None
+    else:
+        text, met = ("not run" if "SLEEP" not in by else f"failed: {str(j.get('error'))[:60]}"), None
+    rows.append(("sleepstudy script (import + first fit + coef_table + summary), cache primed", "4–7 s",
+                 "≤ lme4's Rscript for the same work", text, met))
+    for key, label, today, goal, limit, ratio in (
+            ("W1", "InstEval warm", "1.5–1.7 s (1.2–1.4× mixedlm)", "≤ 0.6 s (≥ 3.5× mixedlm)", 0.6, 3.5),
+            ("W2", "(1 + x | g), 1M rows, 50,000 groups, warm", "0.38–0.6 s (2.2–2.7× mixedlm)",
+             "≤ 0.1 s (≥ 10× mixedlm)", 0.1, 10.0),
+            ("W6", "MovieLens-shaped (1|user) + (1|item), 1M ratings, warm", "25–33 s (2.5–2.9× mixedlm)",
+             "≤ 8 s (≥ 10× mixedlm)", 8.0, 10.0)):
+        jx, mx = eng(key, "jaxlmm"), eng(key, "mixedlm")
+        if jx:
+            rat = mx["warm_s"] / jx["warm_s"] if mx else None
+            text = f"{jx['warm_s']:.3f} s" + (f" ({rat:.2f}× mixedlm)" if rat else " (mixedlm not run)")
+            size = by[key].get("rows")
+            if size is not None and by[key].get("size") != WORKLOADS[key].default_size:
+                text += f", {size:,} rows (not the goal's size)"
+            met = jx["warm_s"] <= limit and (rat is None or rat >= ratio)
+            if rat is None:
+                met = None if jx["warm_s"] <= limit else False
+        else:
+            text, met = ("not run" if key not in by else "failed"), None
+        rows.append((label, today, goal, text, met))
+    g = by.get("GLMM", {}).get("engines", {}).get("jaxlmm", {})
+    if g.get("ok"):
+        text, met = f"{g['warm_s']:.2f} s (cold {g['first_fit_s']:.2f} s)", g["warm_s"] <= 15.0
+        if by["GLMM"]["rows"] != 1_000_000:
+            text += f", {by['GLMM']['rows']:,} rows (not the goal's size)"
+    else:
+        text, met = ("not run" if "GLMM" not in by else f"failed: {str(g.get('error'))[:60]}"), None
+    rows.append(("glmer, 1M rows, 5,000 × 500 crossed binary, warm", "29 s (9× mixedlm)", "≤ 15 s", text, met))
+    return rows
+
+
+def render_goals(rep: dict) -> list[str]:
+    L = ["", "## Goals (issue 16)", "", "| workload | today (2 cores) | goal | this run | |", "|---|---|---|---|---|"]
+    for label, today, goal, text, met in _goal_rows(rep):
+        mark = "met" if met else "missed" if met is False else "–"
+        L.append(f"| {label.replace('|', '&#124;')} | {today} | {goal} | {text} | {mark} |")
+    load = next((w for w in rep["workloads"] if w["key"] == "LOAD"), None)
+    if load:
+        L += ["", f"Loaded variant (InstEval warm, {load['busy_processes']} busy loops beside the fit):", "",
+              "| engine | warm quiet s | warm loaded s | slowdown |", "|---|---:|---:|---:|"]
+        for name, r in load["engines"].items():
+            L.append(f"| {name} | {common.fmt_s(r['quiet'].get('warm_s'), 3)} | "
+                     f"{common.fmt_s(r['loaded'].get('warm_s'), 3)} | {common.fmt_ratio(r.get('slowdown'))} |")
+    return L
+
+
 # =========================================================================== main
 
 
@@ -435,7 +851,8 @@ def _versions(rscript: str | None) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workloads", default="W1,W2,W3,W4,W5,W6")
+    ap.add_argument("--workloads", default="W1,W2,W3,W4,W5,W6," + ",".join(EXTRA_KEYS),
+                    help="comma list of W1..W6, COLD, SLEEP, LOAD, GLMM (default: all)")
     ap.add_argument("--engines", default=",".join(ALL_ENGINES))
     ap.add_argument("--size", action="append", default=[], metavar="W=N",
                     help="workload size, e.g. W2=100000 (rows), W3=30 (subjects), W6=4000000 (ratings)")
@@ -447,6 +864,12 @@ def main(argv=None) -> int:
     ap.add_argument("--w4", default="--responses 1000 --subset 50 --repeats 3", help="bench_many.py arguments")
     ap.add_argument("--w5", default="--sizes 1000,2000,4000 --repeats 3",
                     help="bench_dense.py arguments (8,000 and 16,000: minutes each; run bench_dense.py alone)")
+    ap.add_argument("--sleep-runs", type=int, default=3, help="SLEEP: timed runs of each script (default 3)")
+    ap.add_argument("--busy", type=int, default=2, help="LOAD: busy-loop processes beside the fit (default 2)")
+    ap.add_argument("--glmm-peers", action="store_true",
+                    help="GLMM: run mixedlm / lme4 too (minutes; default: their figures from results/glmer.json)")
+    ap.add_argument("--glmm-repeats", type=int, default=1, help="GLMM: jaxlmm fits after the first (default 1)")
+    ap.add_argument("--glmm-timeout", type=float, default=600.0, help="GLMM: seconds per engine process")
     ap.add_argument("--out", default=str(common.BENCH_DIR / "results"))
     ap.add_argument("--worker", choices=PY_ENGINES, help=argparse.SUPPRESS)
     ap.add_argument("--workload", help=argparse.SUPPRESS)
@@ -457,9 +880,9 @@ def main(argv=None) -> int:
         return worker_main(args.worker, args.workload, args.data, args.repeats, args.budget, args.result_file)
 
     keys = [k.strip().upper() for k in args.workloads.split(",") if k.strip()]
-    unknown = [k for k in keys if k not in (*WORKLOADS, "W4", "W5")]
+    unknown = [k for k in keys if k not in (*WORKLOADS, "W4", "W5", *EXTRA_KEYS)]
     if unknown:
-        ap.error(f"unknown workload(s) {unknown}; choose from W1..W6")
+        ap.error(f"unknown workload(s) {unknown}; choose from W1..W6, {', '.join(EXTRA_KEYS)}")
     args.engines = {e.strip() for e in args.engines.split(",") if e.strip()}
     bad = args.engines - set(ALL_ENGINES)
     if bad:
@@ -486,12 +909,27 @@ def main(argv=None) -> int:
                 rep["workloads"].append(run_script("W4", "bench_many.py", args.w4.split(), args, tmp))
             elif key == "W5":
                 rep["workloads"].append(run_script("W5", "bench_dense.py", args.w5.split(), args, tmp))
+            elif key in EXTRA_KEYS:
+                try:
+                    if key == "COLD":
+                        w = run_cold(args, rscript, tmp, rep["workloads"])
+                    elif key == "SLEEP":
+                        w = run_sleep(args, rscript, tmp)
+                    elif key == "LOAD":
+                        w = run_load(args, rscript, tmp, rep["workloads"])
+                    else:
+                        w = run_glmm(args, tmp)
+                except Exception as e:  # reported, the suite goes on
+                    w = {"key": key, "title": EXTRA_TITLES[key], "command": key,
+                         "error": f"{type(e).__name__}: {e}\n{traceback.format_exc()[-1500:]}"}
+                rep["workloads"].append(w)
             else:
                 rep["workloads"].append(run_fitted(key, args, rscript, tmp))
             rep["wall_s"] = time.perf_counter() - t0
             common.write_json(args.out / "suite.json", rep)  # partial results survive an interruption
     rep["wall_s"] = time.perf_counter() - t0
-    rep["summary"] = {w["key"]: _peer_summary(w) for w in rep["workloads"] if "engines" in w}
+    rep["summary"] = {w["key"]: _peer_summary(w) for w in rep["workloads"]
+                      if "engines" in w and w["key"] not in EXTRA_KEYS}
     common.write_json(args.out / "suite.json", rep)
     md = render(rep)
     (args.out / "suite.md").write_text(md)

@@ -71,17 +71,19 @@ def random_slope(n: int = 1_000_000, groups: int | None = None, seed: int = 2) -
 # ----------------------------------------------------------------------------- W6
 
 
-def movielens(n: int = 1_000_000, seed: int = 32) -> pd.DataFrame:
+def movielens(n: int = 1_000_000, seed: int = 32, n_users: int | None = None,
+              n_items: int | None = None) -> pd.DataFrame:
     """Ratings shaped like MovieLens 32M scaled to ``n`` ratings: ``200,948 n / 32M`` users and
     ``84,432 n / 32M`` items (6,280 x 2,638 at 1M), each (user, item) pair at most once.
 
     User activity is heavy tailed (at least 20 ratings, lognormal beyond, capped at a quarter
     of the items); item popularity is Zipf-like (``rank^-0.9``). Ratings are half stars
-    ``0.5..5`` from ``3.5 + u + v + e`` with sd 0.4, 0.5 and 0.9.
+    ``0.5..5`` from ``3.5 + u + v + e`` with sd 0.4, 0.5 and 0.9. ``n_users`` / ``n_items``
+    override the scaled counts (``gpu_run.py``'s MovieLens 10M shape: 69,878 x 10,677).
     """
     s = n / 32_000_000
-    n_users = max(int(round(200_948 * s)), 50)
-    n_items = max(int(round(84_432 * s)), 20)
+    n_users = max(int(round(200_948 * s)), 50) if n_users is None else int(n_users)
+    n_items = max(int(round(84_432 * s)), 20) if n_items is None else int(n_items)
     rng = np.random.default_rng(seed)
     cap = max(n_items // 4, 1)
     activity = rng.lognormal(0.0, 1.3, n_users)
@@ -100,21 +102,30 @@ def movielens(n: int = 1_000_000, seed: int = 32) -> pd.DataFrame:
     popularity /= popularity.sum()
     users = np.repeat(np.arange(n_users), counts)
     items = rng.choice(n_items, users.size, p=popularity)
-    for _ in range(100):  # redraw repeated (user, item) pairs
-        key = users * n_items + items
+    rows = np.arange(users.size)  # rows whose user may still hold a repeated pair
+    for _ in range(100):  # redraw repeated (user, item) pairs, later occurrences first drawn again
+        key = users[rows] * n_items + items[rows]
         _, first = np.unique(key, return_index=True)
         dup = np.ones(key.size, dtype=bool)
         dup[first] = False
         if not dup.any():
             break
-        items[dup] = rng.choice(n_items, int(dup.sum()), p=popularity)
-    key = np.unique(users * n_items + items)
+        dup = rows[dup]  # ascending, as the boolean mask over all rows was
+        items[dup] = rng.choice(n_items, dup.size, p=popularity)
+        # only the redrawn users' rows can repeat a pair next time (a user's rows are contiguous
+        # and keys of different users never collide), so the same rows are redrawn as before
+        touched = np.zeros(n_users, dtype=bool)
+        touched[users[dup]] = True
+        rows = np.flatnonzero(touched[users])
+    key = np.sort(users * n_items + items)  # np.unique's result, without its slow hash path
+    key = key[np.concatenate(([True], key[1:] != key[:-1]))]
     u, i = key // n_items, key % n_items
     value = (3.5 + 0.4 * rng.normal(size=n_users)[u] + 0.5 * rng.normal(size=n_items)[i]
              + 0.9 * rng.normal(size=u.size))
     y = np.clip(np.round(2 * value) / 2, 0.5, 5.0)
-    return pd.DataFrame({"y": y, "user": np.char.add("u", u.astype(str)),
-                         "item": np.char.add("m", i.astype(str))})
+    user_labels = np.char.add("u", np.arange(n_users).astype(str))  # labels once per level
+    item_labels = np.char.add("m", np.arange(n_items).astype(str))
+    return pd.DataFrame({"y": y, "user": user_labels[u], "item": item_labels[i]})
 
 
 # ----------------------------------------------------------------------------- registry
