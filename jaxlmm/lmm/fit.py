@@ -262,8 +262,8 @@ def conditional_estimates(theta: np.ndarray, M: ModelArrays, layout: PadLayout |
     f, x_bd, x_tail = _solve_at(jnp.asarray(theta), M)
     if layout is None:
         s = jax.tree_util.tree_map(np.asarray, M.structure)
-        f_diag, f_off, tail = [np.asarray(d) for d in f.diag], {n: np.asarray(v) for n, v in f.off.items()}, np.asarray(f.tail)
-        x_tail = np.asarray(x_tail)
+        f_diag, f_off = [np.asarray(d) for d in f.diag], {n: np.asarray(v) for n, v in f.off.items()}
+        tail, x_tail = np.asarray(f.tail), np.asarray(x_tail)
     else:
         s = layout.structure
         f_diag, f_off, tail = unpad_factor(layout, f.diag, f.off, f.tail)
