@@ -87,10 +87,14 @@ def _congruence(T, s: BlockStructure, scale: list):
     return left(left(T).T).T
 
 
-def _eliminate(s: BlockStructure, diag: list, off: dict, scale: list | None = None):
+def _eliminate(s: BlockStructure, diag: list, off: dict, scale: list | None = None,
+               pairs: dict | None = None):
     """Eliminate the block-diagonal stages; return their factors and the tail's Schur
     complement, stored in its lower triangle (upper triangle zero). With ``scale``, every
-    off-diagonal block is ``scale[i]' off[i,j] scale[j]`` (see :func:`blocked_cholesky`)."""
+    off-diagonal block is ``scale[i]' off[i,j] scale[j]`` (see :func:`blocked_cholesky`). The
+    dense-tail groups in ``pairs`` (:func:`jaxlmm.kernels.pairs.pair_products` of ``off``) are
+    filled from their fixed products, before the tail's congruence by the scales."""
+    pairs = pairs or {}
     dtype = diag[0].dtype
     K, m, w = s.n_stages, s.m, s.widths
     F = {}
@@ -112,7 +116,15 @@ def _eliminate(s: BlockStructure, diag: list, off: dict, scale: list | None = No
     for name, _, _, names in s.tail_off_groups:
         T = T.at[s.tail_off[name].ravel()].add(_concat([off[n] for n in names]).ravel(),
                                                mode="promise_in_bounds")
-    if scale is not None and s.tail_off_groups:
+    for g in s.dense_groups:
+        if g.name in pairs:  # T[r, q] -= w_k P[r, q, k], w_k = s_0^2 / D_k (jaxlmm.kernels.pairs)
+            P, k = pairs[g.name]
+            w = 1.0 / diag[0][:, 0, 0]
+            if scale is not None and scale[0] is not None:
+                w = w * scale[0][0, 0] ** 2
+            T = T.at[s.dest[g.name].ravel()].add(-_take(w, k) * P, indices_are_sorted=True,
+                                         mode="promise_in_bounds")
+    if scale is not None and (s.tail_off_groups or pairs):
         T = jnp.concatenate([_congruence(T[: m * m].reshape(m, m), s, scale).ravel(), T[m * m :]])
     for name, _, stages in s.tail_diag_groups:
         T = T.at[s.tail_diag[name].ravel()].add(_concat([diag[i] for i in stages]).ravel(),
@@ -142,7 +154,7 @@ def _eliminate(s: BlockStructure, diag: list, off: dict, scale: list | None = No
                     prod, s.dest[u.name], num_segments=F[tgt].shape[0]
                 )
         for g in s.dense_groups:
-            if g.j != j:
+            if g.j != j or g.name in pairs:
                 continue
             A = _take(_concat([F[key_name(i, j)] for i in g.left]), s.pa[g.name])
             B = _take(_concat([F[key_name(l, j)] for l in g.right]), s.pb[g.name])
@@ -169,7 +181,8 @@ def _panel_update(s: BlockStructure, j: int, F: dict, m: int, dtype):
     return jnp.concatenate([S.ravel(), jnp.zeros((1,), dtype)])
 
 
-def blocked_cholesky(s: BlockStructure, diag: list, off: dict, scale: list | None = None) -> BlockedFactor:
+def blocked_cholesky(s: BlockStructure, diag: list, off: dict, scale: list | None = None,
+                     pairs: dict | None = None) -> BlockedFactor:
     """Factor ``M`` given its level-diagonal blocks and its nonzero off-diagonal blocks.
 
     ``diag[i]``: ``(nlevels[i], p_i, p_i)`` for every stage; ``off[\"i,j\"]``: ``(nnz, p_i, p_j)``
@@ -177,9 +190,11 @@ def blocked_cholesky(s: BlockStructure, diag: list, off: dict, scale: list | Non
     ``scale`` (one ``(p_i, p_i)`` matrix or None, for identity, per stage), the off-diagonal
     blocks of ``M`` are ``scale[i]' off[i,j] scale[j]`` (a congruence ``D' M D`` by the block
     diagonal ``D`` of the scales, on the off-diagonal blocks only): blocks into the dense tail
-    are scaled there, once, instead of block by block.
+    are scaled there, once, instead of block by block. ``pairs``: the fixed pair products of
+    ``off`` (:func:`jaxlmm.kernels.pairs.pair_products`), which make the first stage's fill into
+    the tail one weighted sum; the factor blocks ``off`` are still those of ``off``.
     """
-    Ld, F, T = _eliminate(s, diag, off, scale)
+    Ld, F, T = _eliminate(s, diag, off, scale, pairs)
     T = T + jnp.tril(T, -1).T
     return BlockedFactor(diag=Ld, off=F, tail=lax.linalg.cholesky(T, symmetrize_input=False))
 
@@ -263,14 +278,14 @@ cholesky_log_diagonal.defvjp(_cld_fwd, _cld_bwd)
 
 
 def blocked_log_diagonal(s: BlockStructure, diag: list, off: dict, n_trailing: int = 1,
-                         host_lapack: bool = False, scale: list | None = None):
+                         host_lapack: bool = False, scale: list | None = None, pairs: dict | None = None):
     """``log diag L`` only (no factor kept), cheaper to differentiate than :func:`blocked_cholesky`
-    (``scale`` as there).
+    (``scale`` and ``pairs`` as there).
 
     Returns ``(bd, lead, trail)``: per block-diagonal stage ``(nlevels, p)``; the sum of the
     tail's log-diagonal except its last ``n_trailing`` entries; those last entries.
     """
-    Ld, _, T = _eliminate(s, diag, off, scale)
+    Ld, _, T = _eliminate(s, diag, off, scale, pairs)
     bd = [jnp.log(jnp.diagonal(L, axis1=-2, axis2=-1)) for L in Ld]
     lead, trail = cholesky_log_diagonal(T, n_trailing, host_lapack)
     return bd, lead, trail

@@ -22,6 +22,7 @@ from ..gram.blocks import Gram
 from ..kernels import BlockStructure, analyze, blocked_cholesky
 from ..kernels.buckets import PadLayout, pad_inputs, pad_structure
 from ..kernels.cholesky import BlockedFactor, blocked_log_diagonal
+from ..kernels.pairs import pair_products
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +42,9 @@ class ModelArrays:
     # dense tail potrf/potri through host LAPACK (CPU backends; reverse mode only). Set False
     # for forward-mode derivatives (Hessians by jacfwd) or non-CPU backends.
     host_lapack: bool = dataclasses.field(default=False, metadata=dict(static=True))
+    # the fixed pair products of ``off`` (jaxlmm.kernels.pairs): valid only with these Gram
+    # blocks of the random-effects stages; whoever replaces them (residual structures) drops these
+    pairs: dict = dataclasses.field(default_factory=dict)
 
     @property
     def n_terms(self) -> int:
@@ -54,7 +58,7 @@ class ModelArrays:
 
 jax.tree_util.register_dataclass(
     ModelArrays,
-    data_fields=["structure", "diag", "off", "log_det_w", "n"],
+    data_fields=["structure", "diag", "off", "log_det_w", "n", "pairs"],
     meta_fields=["specs", "p", "reml", "host_lapack"],
 )
 
@@ -75,11 +79,14 @@ def model_arrays(gram: Gram, specs: tuple[TemplateSpec, ...], *, n: int, p: int,
                  analysis: tuple[BlockStructure, PadLayout | None] | None = None) -> ModelArrays:
     """Move the structure and the Gram blocks to the device (call under x64). ``analysis``:
     :func:`analyzed`'s result (computed here, unpadded, when not given); with a padding layout
-    the Gram blocks are padded with zero blocks (padded levels: ``Lambda' 0 Lambda + I = I``)."""
+    the Gram blocks are padded with zero blocks (padded levels: ``Lambda' 0 Lambda + I = I``).
+    The fixed pair products of the first term's fill into the dense tail are computed here, once
+    (the X/y stage, which batched responses replace, left out)."""
     s, layout = analyzed(gram) if analysis is None else analysis
     diag, off = gram.diag, gram.off
     if layout is not None:
         diag, off = pad_inputs(layout, diag, off)
+    pairs = pair_products(s, off, exclude=(len(specs),))
     s = jax.tree_util.tree_map(jnp.asarray, s)
     return ModelArrays(
         structure=s,
@@ -89,6 +96,7 @@ def model_arrays(gram: Gram, specs: tuple[TemplateSpec, ...], *, n: int, p: int,
         n=jnp.asarray(float(n)),
         specs=tuple(specs), p=p, reml=reml,
         host_lapack=_default_host_lapack(int(s.m)) if host_lapack is None else bool(host_lapack),
+        pairs={k: (jnp.asarray(P), jnp.asarray(lv)) for k, (P, lv) in pairs.items()},
     )
 
 
@@ -159,7 +167,7 @@ def _scale_diag(T, d):
 
 def factor(theta, M: ModelArrays) -> BlockedFactor:
     diag, off, scale = scaled_system(theta, M)
-    return blocked_cholesky(M.structure, diag, off, scale)
+    return blocked_cholesky(M.structure, diag, off, scale, M.pairs)
 
 
 def objective_from_log_diagonal(bd: list, lead, trail, M: ModelArrays):
@@ -183,14 +191,16 @@ def deviance_parts(theta, M: ModelArrays):
     """``(log|L_Z|^2, log|L_X|^2, r^2)`` at ``theta``: the penalised residual sum of squares
     ``r^2 = min_{beta,u} |W^{1/2}(y - X beta - Z Lambda u)|^2 + |u|^2`` and the log-determinants."""
     diag, off, scale = scaled_system(theta, M)
-    bd, lead, trail = blocked_log_diagonal(M.structure, diag, off, M.p + 1, M.host_lapack, scale)
+    bd, lead, trail = blocked_log_diagonal(M.structure, diag, off, M.p + 1, M.host_lapack, scale,
+                                          M.pairs)
     return _parts_from_log_diagonal(bd, lead, trail, M)
 
 
 def objective(theta, M: ModelArrays):
     """The REML criterion (``M.reml``) or deviance at ``theta``: a scalar."""
     diag, off, scale = scaled_system(theta, M)
-    bd, lead, trail = blocked_log_diagonal(M.structure, diag, off, M.p + 1, M.host_lapack, scale)
+    bd, lead, trail = blocked_log_diagonal(M.structure, diag, off, M.p + 1, M.host_lapack, scale,
+                                          M.pairs)
     return objective_from_log_diagonal(bd, lead, trail, M)
 
 

@@ -320,7 +320,8 @@ def gram_blocks_at(nat, R: RSideArrays):
 def arrays_at(nat, M: ModelArrays, R: RSideArrays) -> ModelArrays:
     """``M`` with the Gram blocks and ``log|W|`` of the whitened problem at ``nat``."""
     diag, off, logdet = gram_blocks_at(nat, R)
-    return dataclasses.replace(M, diag=diag, off=off, log_det_w=-logdet)
+    # every Gram block changes: the fixed pair products of M's blocks no longer hold
+    return dataclasses.replace(M, diag=diag, off=off, log_det_w=-logdet, pairs={})
 
 
 def rside_objective(x, M: ModelArrays, R: RSideArrays):
