@@ -16,12 +16,15 @@ weights change between iterations; the structure (:func:`analyze`) is computed o
 
 Laplace (lme4's ``nAGQ = 1``):  ``-2 log L = g(u*) + log det(Lambda' Z' W Z Lambda + I)`` at ``u*``.
 
-Derivatives in ``(theta, beta)``: the PIRLS loop runs without derivatives; from its mode,
-Newton steps on ``g`` (observed weights) are taken differentiably. A Newton step from the exact
-mode ``u*(x0)`` gives ``u*(x) + O(|x - x0|^2)`` and a second one ``u*(x) + O(|x - x0|^4)``, so one
-step gives the exact gradient of the objective and two the exact Hessian (implicit function
-theorem), without differentiating the loop. Fits use one step (gradients); the tests check
-their finite-difference Hessians against ``jax.hessian`` with two.
+Derivatives in ``(theta, beta)``: the PIRLS loop runs without derivatives; from its mode one
+Newton step on ``g`` (observed weights) follows. Gradients (fits) use the implicit function
+theorem at the mode: ``u = S(u, x)`` with ``S = Lambda' Z' a(eta(u, x))`` gives
+``du/dx = H^{-1} dS/dx``, ``H = Lambda' Z' W_obs Z Lambda + I``, so the reverse pass solves
+``H lambda = u_bar`` with the Newton step's own factor and returns ``(dS/dx)' lambda``, a pass over
+the rows (:func:`implicit_newton_step`): no factorization is differentiated. For exact second
+derivatives (``jax.hessian``) the Newton steps are differentiated instead: a step from the exact
+mode ``u*(x0)`` gives ``u*(x) + O(|x - x0|^2)`` and a second one ``u*(x) + O(|x - x0|^4)``, so two
+steps give the exact Hessian; the tests check the fits' finite-difference Hessians against it.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from jax import lax
 
 from ..covariance.templates import templates
 from .family import family as make_family
-from ..kernels import BlockStructure, analyze, blocked_cholesky, solve_lower_transpose
+from ..kernels import BlockStructure, analyze, blocked_cholesky, solve_lower, solve_lower_transpose
 from ..kernels.cholesky import blocked_log_diagonal
 from ..kernels.structure import key_name
 from ..gram.blocks import stage_pattern
@@ -247,6 +250,12 @@ def _split(s: BlockStructure, x_bd, x_tail, k: int) -> list:
 
 def solve_modes(theta, W, rhs, G: GlmmArrays) -> list:
     """``u = (Lambda' Z' W Z Lambda + I)^{-1} Lambda' Z' rhs`` per term."""
+    return _solve_modes_factor(theta, W, rhs, G)[0]
+
+
+def _solve_modes_factor(theta, W, rhs, G: GlmmArrays):
+    """:func:`solve_modes` and the factor of the extended system (whose leading block, the
+    random-effects stages, is the factor of ``Lambda' Z' W Z Lambda + I``)."""
     diag, off = weighted_blocks(W, rhs, G, theta)
     d, o = scale_blocks(theta, G.specs, diag, off)
     s = G.structure
@@ -254,6 +263,20 @@ def solve_modes(theta, W, rhs, G: GlmmArrays) -> list:
     b_bd = [jnp.zeros((s.nlevels[j], s.widths[j]), W.dtype) for j in range(s.n_bd)]
     b_tail = jnp.zeros((s.m,), W.dtype).at[-1].set(-f.tail[-1, -1])
     x_bd, x_tail = solve_lower_transpose(s, f, b_bd, b_tail)
+    return _split(s, x_bd, x_tail, G.n_terms), f
+
+
+def _solve_leading(f, v: list, G: GlmmArrays) -> list:
+    """``H^{-1} v`` per term, ``H`` the random-effects block of the system factored in ``f``
+    (:func:`_solve_modes_factor`): a forward solve, the last stage's entry set to zero, a back solve."""
+    s = G.structure
+    b_bd = [v[j] for j in range(s.n_bd)]
+    b_tail = jnp.zeros((s.m,), v[0].dtype)
+    for i in range(s.n_bd, G.n_terms):
+        o = s.tail_offset(i)
+        b_tail = b_tail.at[o : o + s.nlevels[i] * s.widths[i]].set(v[i].ravel())
+    y_bd, y_tail = solve_lower(s, f, b_bd, b_tail)
+    x_bd, x_tail = solve_lower_transpose(s, f, y_bd, y_tail.at[-1].set(0.0))
     return _split(s, x_bd, x_tail, G.n_terms)
 
 
@@ -286,6 +309,54 @@ def _step(u, theta, beta, phi, G: GlmmArrays, observed: bool):
     else:
         a, W = score_weights(eta, G, phi)
     return solve_modes(theta, W, W * eta_z + a, G)
+
+
+def score_term(u, theta, beta, phi, G: GlmmArrays) -> list:
+    """``S(u) = Lambda' Z' a(eta(u))`` per term ``(levels_i, p_i)``: the modes are its fixed point
+    (``grad g / 2 = u - S(u)``)."""
+    eta = _fixed_part(beta, G) + random_part(u, theta, G)
+    a, _ = score_weights(eta, G, phi)
+    Ts = templates(theta, G.specs)
+    return [jax.ops.segment_sum(G.cols[i] * a[:, None], G.codes[i], num_segments=G.nlevels[i]) @ Ts[i]
+            for i in range(G.n_terms)]
+
+
+def implicit_newton_step(u_star, theta, beta, phi, G: GlmmArrays) -> list:
+    """One Newton step from the PIRLS mode ``u_star`` (observed weights), with the derivative of
+    the exact mode by the implicit function theorem (module docstring): reverse mode only."""
+    return _implicit_step(u_star, theta, beta, phi, G)
+
+
+@jax.custom_vjp
+def _implicit_step(u_star, theta, beta, phi, G):
+    return _implicit_fwd(u_star, theta, beta, phi, G)[0]
+
+
+def _implicit_fwd(u_star, theta, beta, phi, G):
+    eta_z = random_part(u_star, theta, G)
+    a, W = _observed(_fixed_part(beta, G) + eta_z, G, phi)
+    u, f = _solve_modes_factor(theta, W, W * eta_z + a, G)
+    return u, (f, u_star, theta, beta, phi, G)
+
+
+def _implicit_bwd(res, u_bar):
+    f, u_star, theta, beta, phi, G = res
+    lam = _solve_leading(f, list(u_bar), G)
+    _, vjp = jax.vjp(lambda t, b, p: score_term(u_star, t, b, p, G), theta, beta, phi)
+    t_bar, b_bar, p_bar = vjp(lam)
+    return ([jnp.zeros_like(v) for v in u_star], t_bar, b_bar, p_bar, _zero_cotangent(G))
+
+
+_implicit_step.defvjp(_implicit_fwd, _implicit_bwd)
+
+
+def _zero_cotangent(tree):
+    """Zero cotangents for a pytree of arrays (``float0`` for integer and boolean leaves)."""
+    def zero(a):
+        if jnp.issubdtype(a.dtype, jnp.inexact):
+            return jnp.zeros_like(a)
+        return np.zeros(np.shape(a), dtype=jax.dtypes.float0)
+    return jax.tree_util.tree_map(zero, tree)
 
 
 def zero_modes(G: GlmmArrays, dtype=jnp.float64) -> list:
@@ -341,11 +412,14 @@ def pirls(theta, beta, phi, G: GlmmArrays, u0=None, max_iter: int | None = None)
 def modes(theta, beta, phi, G: GlmmArrays, n_newton: int = N_NEWTON, max_iter: int | None = None, u0=None):
     """The conditional modes as a differentiable function of ``(theta, beta, phi)``: PIRLS without
     derivatives (from ``u0``, default zero), then ``n_newton`` Newton steps (see module
-    docstring). Returns ``(u, n_iter, converged)``."""
+    docstring): one, with the implicit derivative (reverse mode), or more, differentiated (both
+    modes, for exact Hessians). Returns ``(u, n_iter, converged)``."""
     sg = lax.stop_gradient
     u0 = None if u0 is None else [sg(v) for v in u0]
     u, _, it, ok = pirls(sg(theta), sg(beta), sg(phi), G, u0=u0, max_iter=max_iter)
     u = [sg(v) for v in u]
+    if n_newton == 1:
+        return implicit_newton_step(u, theta, beta, phi, G), it, ok
     for _ in range(n_newton):
         u = _step(u, theta, beta, phi, G, observed=True)
     return u, it, ok
@@ -402,8 +476,8 @@ def objective_aux(x, prev, G: GlmmArrays, nagq: int = 1, n_newton: int = 1):
     ``x = (theta, beta[, log phi])``, ``inf`` where PIRLS fails (so that a line search steps
     back), with ``(u, eta, PIRLS iterations, PIRLS converged)`` as aux output. ``prev``: the aux
     of an earlier evaluation (or None); PIRLS starts from its modes when it converged there and
-    they are finite, else from zero. ``n_newton``: differentiable Newton steps (2 for exact
-    second derivatives)."""
+    they are finite, else from zero. ``n_newton``: Newton steps from the mode (1: implicit
+    derivative, reverse mode only; 2 for exact second derivatives)."""
     theta, beta, phi = unpack(x, G)
     u0 = None
     if prev is not None:

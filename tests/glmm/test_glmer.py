@@ -170,7 +170,7 @@ def test_laplace_equals_dense_oracle(family, link, slope):
 
 
 def test_gradient_and_hessian():
-    """The gradient (one differentiable Newton step) equals central differences of the value;
+    """The gradient (implicit function theorem at the mode) equals central differences of the value;
     the Hessian by differences of the gradient equals jax.hessian through two Newton steps."""
     df = _crossed("poisson", seed=5, slope=True)
     fit = jaxlmm.glmer("y ~ x + (1 + x | g) + (1 | h)", df, "poisson")
@@ -186,6 +186,11 @@ def test_gradient_and_hessian():
         H_ad = np.asarray(jax.jit(jax.hessian(pirls.objective), static_argnums=(2, 3))(jnp.asarray(x), G, 1, 2))
         H_fd = hessian(fit._model, x)
     np.testing.assert_allclose(np.asarray(g0), fd, rtol=1e-6, atol=1e-6)
+    # the implicit-function gradient (one Newton step, its factor reused for the adjoint solve)
+    # equals the gradient through two differentiated Newton steps
+    with float64():
+        _, g2 = vg(jnp.asarray(x), G, 1, 2)
+    np.testing.assert_allclose(np.asarray(g0), np.asarray(g2), rtol=1e-8, atol=1e-9)
     np.testing.assert_allclose(H_fd, H_ad, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(fit.hessian, hessian(fit._model, np.concatenate([fit.theta, fit.fixef.to_numpy()])),
                                rtol=1e-9)

@@ -11,6 +11,7 @@ from jaxlmm.kernels import (
     blocked_cholesky,
     diagonal_blocks_of_inverse,
     small_cholesky,
+    solve_lower,
     solve_lower_transpose,
 )
 from jaxlmm.kernels.structure import key_name
@@ -91,6 +92,10 @@ def test_blocked_cholesky_matches_dense(nlevels, widths, n, nest, panel):
         x_bd, x_t = solve_lower_transpose(s, f, b_bd, jnp.asarray(b[offs[s.n_bd]:]))
         x = np.concatenate([np.asarray(v).ravel() for v in x_bd] + [np.asarray(x_t)])
         np.testing.assert_allclose(x, np.linalg.solve(Ld.T, b), rtol=1e-9, atol=1e-10)
+        # forward substitution L y = b
+        y_bd, y_t = solve_lower(s, f, b_bd, jnp.asarray(b[offs[s.n_bd]:]))
+        y = np.concatenate([np.asarray(v).ravel() for v in y_bd] + [np.asarray(y_t)])
+        np.testing.assert_allclose(y, np.linalg.solve(Ld, b), rtol=1e-9, atol=1e-10)
         # selected inverse of the leading K-1 stages
         Kk = len(nlevels) - 1
         if Kk >= 1:
