@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import pirls
+from . import pirls, start
 from ..covariance.templates import check_theta, diagonal_mask, rectify, templates_np, theta_names, theta_start
 from ..errors import ArgumentError, FitError, FitWarning
 from ..optim import finish
@@ -49,7 +49,7 @@ def fit_core(x0, G, nagq: int, max_iter, glm_beta, snap_tol):
     previous evaluation. ``max_iter``, ``glm_beta`` and
     ``snap_tol`` are traced."""
     k, p = G.n_theta, G.p
-    beta0, phi0 = pirls.glm_coefficients(G)
+    beta0, phi0 = start.glm_coefficients(G)
     xs = x0.at[k : k + p].set(beta0)
     if not G.scale_free:
         xs = xs.at[k + p].set(jnp.log(phi0))
@@ -78,7 +78,7 @@ def _fit_program(carry, budget, d, diag_mask, G, max_iter, glm_beta, snap_tol, n
     k, p = G.n_theta, G.p
 
     def with_glm(c):
-        beta0, phi0 = pirls.glm_coefficients(G)
+        beta0, phi0 = start.glm_coefficients(G)
         x = c.s.x.at[k : k + p].set(beta0 / d[k : k + p])
         if not G.scale_free:
             x = x.at[k + p].set(jnp.log(phi0))

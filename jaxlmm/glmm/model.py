@@ -1,7 +1,7 @@
 """The GLMM model: :class:`GlmmModel`, the design, family, templates and (cached) device arrays
 of one generalized linear mixed model, with the optimiser's internal scale ``d`` of
 ``x = (theta, beta[, log phi])`` and the padding of rows to a bucket (one compiled program per
-bucket, :func:`jaxlmm.glmm.pirls.row_bucket`)."""
+bucket, :func:`jaxlmm.glmm.rows.row_bucket`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import pirls
+from . import pirls, rows
 from ..errors import ArgumentError
 from .family import Family
 from ..precision import float64
@@ -72,20 +72,20 @@ class GlmmModel(PicklableRecord):
 
     @property
     def n_padded(self) -> int:
-        """The row count of the device arrays (:func:`jaxlmm.pirls.row_bucket`)."""
-        return pirls.row_bucket(self.n)
+        """The row count of the device arrays (:func:`jaxlmm.glmm.rows.row_bucket`)."""
+        return rows.row_bucket(self.n)
 
     def pad_response(self, Y: np.ndarray) -> np.ndarray:
         """Responses ``(n,)`` or ``(B, n)`` padded to :attr:`n_padded` rows (last axis)."""
-        y_pad, _ = pirls.padding_values(self.family)
+        y_pad, _ = rows.padding_values(self.family)
         Y = np.asarray(Y, dtype=np.float64)
         extra = self.n_padded - Y.shape[-1]
         return np.concatenate([Y, np.full(Y.shape[:-1] + (extra,), y_pad)], axis=-1) if extra > 0 else Y
 
     def pad_eta(self, eta: np.ndarray) -> np.ndarray:
         """A linear predictor ``(n,)`` padded with the padding rows' value."""
-        _, off_pad = pirls.padding_values(self.family)
-        return pirls.pad(np.asarray(eta, dtype=np.float64), self.n_padded, off_pad)
+        _, off_pad = rows.padding_values(self.family)
+        return rows.pad(np.asarray(eta, dtype=np.float64), self.n_padded, off_pad)
 
     def mean(self, eta: np.ndarray) -> np.ndarray:
         """``mu = g^{-1}(eta)`` for the rows' ``eta (n,)``, evaluated on the padded rows (one small

@@ -44,9 +44,9 @@ from ..kernels.structure import key_name
 from ..gram.blocks import stage_pattern
 from ..gram.shards import segment_cross
 from ..lmm.objective import scale_blocks
+from .rows import pad, padding_values
 
 PIRLS_MAX_ITER = 60
-MAX_START_ETA = 15.0  # the GLM start's largest |X beta| (see glm_coefficients)
 PIRLS_MAX_HALVINGS = 30
 N_NEWTON = 2  # Newton steps from the PIRLS mode for exact first and second derivatives
 
@@ -97,43 +97,6 @@ jax.tree_util.register_dataclass(
     data_fields=["structure", "codes", "cols", "pair_ids", "X", "y", "w", "offset"],
     meta_fields=["specs", "nlevels", "npairs", "family_name", "link_name", "scale_free"],
 )
-
-
-ROW_BUCKETS_PER_DOUBLING = 4
-MIN_ROW_BUCKET = 32
-
-
-def row_bucket(n: int) -> int:
-    """The padded row count of a GLMM's programs: the smallest ``ceil(2^(k/4))`` (rounded up to
-    a multiple of 8, at least 32) that holds ``n`` rows. Fits on subsets of one data set then
-    share a few compiled programs instead of compiling (and keeping) one per row count; the
-    padding costs at most 19% more rows."""
-    n = max(int(n), 1)
-    k = max(int(np.floor(ROW_BUCKETS_PER_DOUBLING * np.log2(n))) - 1, 0)
-    while True:
-        b = int(np.ceil(2.0 ** (k / ROW_BUCKETS_PER_DOUBLING)))
-        b = max(MIN_ROW_BUCKET, -(-b // 8) * 8)
-        if b >= n:
-            return b
-        k += 1
-
-
-def padding_values(fam) -> tuple[float, float]:
-    """``(y, offset)`` of a padding row: a response inside the family's support and the linear
-    predictor at which ``mu = y``. With prior weight 0 (and zero model columns) such a row adds
-    exactly nothing to the score, the weights, the deviance or ``-2 log p`` (which is masked
-    where ``w = 0``, see :func:`neg2_loglik`), and all its values are finite."""
-    y = 0.5 if fam.name == "binomial" else 1.0
-    return y, float(fam.link.link(jnp.asarray(y)))
-
-
-def pad(v: np.ndarray, n_pad: int, value: float = 0.0) -> np.ndarray:
-    """``v`` (rows first) with rows of ``value`` appended up to ``n_pad``."""
-    v = np.asarray(v)
-    extra = n_pad - v.shape[0]
-    if extra <= 0:
-        return v
-    return np.concatenate([v, np.full((extra,) + v.shape[1:], value, dtype=v.dtype)])
 
 
 def glmm_arrays(codes, cols, X, y, w, offset, specs, fam, n_pad: int | None = None) -> GlmmArrays:
@@ -506,47 +469,3 @@ def aux_zeros(G: GlmmArrays):
 def objective(x, G: GlmmArrays, nagq: int = 1, n_newton: int = 1):
     """:func:`objective_aux` from zero modes, the value only."""
     return objective_aux(x, None, G, nagq, n_newton)[0]
-
-
-def glm_coefficients(G: GlmmArrays, max_iter: int = 50):
-    """``beta`` of the GLM without random effects by IRLS from R's starting ``mu`` (zeros if it
-    fails, e.g. under separation) and, for a family with a dispersion, its Pearson estimate."""
-    fam = G.family
-    y, w, X = G.y, G.w, G.X
-    if fam.name == "binomial":
-        mu0 = (w * y + 0.5) / (w + 1.0)
-    elif fam.name == "poisson":
-        mu0 = y + 0.1
-    else:
-        mu0 = y
-    p = X.shape[1]
-
-    def step(eta):
-        mu, me = fam.link.inverse(eta), fam.link.mu_eta(eta)
-        W = w * me * me / fam.variance(mu)
-        z = eta - G.offset + (y - mu) / me
-        A = X.T @ (W[:, None] * X) + 1e-12 * jnp.eye(p, dtype=X.dtype)
-        beta = jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(A, lower=True), X.T @ (W * z))
-        return beta
-
-    def cond(c):
-        _, _, it, done = c
-        return (~done) & (it < max_iter)
-
-    def body(c):
-        eta, beta, it, _ = c
-        new = step(eta)
-        done = jnp.max(jnp.abs(new - beta)) <= 1e-10 * (1.0 + jnp.max(jnp.abs(new)))
-        return G.offset + X @ new, new, it + 1, done | ~jnp.all(jnp.isfinite(new))
-
-    beta0 = jnp.zeros((p,), X.dtype)
-    _, beta, _, _ = lax.while_loop(cond, body, (fam.link.link(mu0), beta0, jnp.asarray(0), jnp.asarray(False)))
-    beta = jnp.where(jnp.all(jnp.isfinite(beta)), beta, 0.0)
-    # under (quasi-)complete separation IRLS runs off to |X beta| in the hundreds, where PIRLS
-    # finds no modes: start with the same direction at a moderate size instead
-    size = jnp.max(jnp.abs(X @ beta) * (w > 0)) if p else jnp.asarray(0.0, X.dtype)
-    beta = beta * jnp.minimum(1.0, MAX_START_ETA / jnp.maximum(size, 1e-300))
-    mu = fam.link.inverse(G.offset + X @ beta)
-    n = jnp.sum(w > 0)  # the real rows (padding rows have weight 0)
-    phi = jnp.sum(w * (y - mu) ** 2 / fam.variance(mu)) / jnp.maximum(1, n - p)
-    return beta, phi

@@ -238,7 +238,7 @@ def test_fits_on_subsets_compile_no_program_per_row_count(sleep, cbpp):
         jaxlmm.lmer(F2, sleep.drop(index=rng.choice(180, size=3 * k, replace=False)))
     assert len(events) == before
     # glmer's rows are padded to a few bucket sizes (at most 4 per doubling): 48..56 rows share one
-    from jaxlmm.glmm.pirls import row_bucket
+    from jaxlmm.glmm.rows import row_bucket
 
     assert {row_bucket(n) for n in range(49, 57)} == {56}
     keep = cbpp.groupby("herd").head(3).index  # every herd keeps rows
