@@ -13,8 +13,8 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from .. import distributions
 from ..covariance.tables import ranef_table, varcorr_table
 from ..covariance.templates import templates_np, theta_names
 from ..errors import ArgumentError
@@ -206,7 +206,7 @@ class GlmmFit(FitAccessors):
             raise ArgumentError("glmer fits have z tests only: ddf must be None")
         est, se = self._fixef.to_numpy(), self._se.to_numpy()
         z = est / se
-        return pd.DataFrame({"estimate": est, "std_error": se, "z": z, "p": 2.0 * stats.norm.sf(np.abs(z))},
+        return pd.DataFrame({"estimate": est, "std_error": se, "z": z, "p": 2.0 * distributions.norm_sf(np.abs(z))},
                             index=self._fixef.index)
 
     def confint(self, method: str = "wald", level: float = 0.95, parm=None) -> pd.DataFrame:
@@ -218,7 +218,7 @@ class GlmmFit(FitAccessors):
             raise ArgumentError(f"confint(method={method!r}) is not available for glmer fits; use method='wald'")
         if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0.0 < level < 1.0:
             raise ArgumentError(f"level must be in (0, 1), got {level!r}")
-        q = stats.norm.ppf(0.5 + level / 2.0)
+        q = distributions.norm_ppf(0.5 + level / 2.0)
         est, se = self._fixef, self._se
         out = pd.DataFrame({"lower": est - q * se, "upper": est + q * se})
         if parm is not None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from .. import distributions
 from ..errors import ArgumentError
 from ..glmm.record import GlmmFit
 from ..lmm.engine import fit_model
@@ -91,7 +91,7 @@ def anova(*fits, names: list[str] | None = None, refit: bool = True) -> pd.DataF
             df = int(npar[k]) - prev.df
             row["Chisq"] = max(chisq, 0.0)
             row["Df"] = df
-            row["p"] = float(stats.chi2.sf(max(chisq, 0.0), df)) if df > 0 else np.nan
+            row["p"] = float(distributions.chi2_sf(max(chisq, 0.0), df)) if df > 0 else np.nan
         rows.append(row)
         prev = f
     out = pd.DataFrame(rows, index=pd.Index([names[k] for k in order], name="model"))

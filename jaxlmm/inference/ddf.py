@@ -15,8 +15,8 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from .. import distributions
 from ..errors import ArgumentError
 from ..lmm.engine import fit_model
 from ..lmm.fit import optimizer_of
@@ -76,7 +76,7 @@ def contrast_test(est: np.ndarray, L: np.ndarray, vcov: np.ndarray, df_of) -> di
     else:
         E = float(np.sum(nu / (nu - 2.0)))
         ddf = 2.0 * E / (E - q)
-    return {"F": F, "num_df": q, "den_df": ddf, "p": float(stats.f.sf(F, q, ddf))}
+    return {"F": F, "num_df": q, "den_df": ddf, "p": float(distributions.f_sf(F, q, ddf))}
 
 
 def coefficient_frame(names, est, se, df) -> pd.DataFrame:
@@ -85,7 +85,7 @@ def coefficient_frame(names, est, se, df) -> pd.DataFrame:
     se = np.asarray(se, float)
     df = np.broadcast_to(np.asarray(df, float), est.shape)
     t = est / se
-    p = np.where(np.isinf(df), 2.0 * stats.norm.sf(np.abs(t)), 2.0 * stats.t.sf(np.abs(t), np.where(np.isinf(df), 1.0, df)))
+    p = np.where(np.isinf(df), 2.0 * distributions.norm_sf(np.abs(t)), 2.0 * distributions.t_sf(np.abs(t), np.where(np.isinf(df), 1.0, df)))
     return pd.DataFrame({"estimate": est, "std_error": se, "df": df, "t": t, "p": p},
                         index=pd.Index(list(names), name="term"))
 
@@ -190,14 +190,14 @@ def hypothesis_test(fit, L, ddf, rhs=None) -> pd.Series:
         W = float(d @ np.linalg.solve(L @ adj.vcov_adj @ L.T, d))
         den, scale = kr_ddf(adj, L)
         F = scale * W / q
-        res = {"F": F, "num_df": q, "den_df": den, "p": float(stats.f.sf(F, q, den))}
+        res = {"F": F, "num_df": q, "den_df": den, "p": float(distributions.f_sf(F, q, den))}
     elif method == "residual":
         d = L @ (est - beta0)
         F = float(d @ np.linalg.solve(L @ V @ L.T, d)) / q
         den = float(fit.nobs - len(names))
-        res = {"F": F, "num_df": q, "den_df": den, "p": float(stats.f.sf(F, q, den))}
+        res = {"F": F, "num_df": q, "den_df": den, "p": float(distributions.f_sf(F, q, den))}
     else:
         d = L @ (est - beta0)
         chi = float(d @ np.linalg.solve(L @ V @ L.T, d))
-        res = {"F": chi / q, "num_df": q, "den_df": np.inf, "p": float(stats.chi2.sf(chi, q))}
+        res = {"F": chi / q, "num_df": q, "den_df": np.inf, "p": float(distributions.chi2_sf(chi, q))}
     return pd.Series(res, name=method or "asymptotic")

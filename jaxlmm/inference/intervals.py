@@ -13,8 +13,8 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from .. import distributions
 from ..arguments import check_level, check_seed, positive_int
 from ..errors import ArgumentError, InferenceWarning
 from .profile import confint_profile
@@ -62,7 +62,7 @@ def confint(fit, method: str = "wald", level: float = 0.95, parm=None, **kwargs)
 
 
 def wald(fit, level: float) -> pd.DataFrame:
-    z = stats.norm.ppf(0.5 + level / 2.0)
+    z = distributions.norm_ppf(0.5 + level / 2.0)
     tab = fit._sdcor_table
     fe = pd.DataFrame({"estimate": fit._fixef.to_numpy(), "std_error": fit._se.to_numpy()},
                       index=fit._fixef.index)

@@ -42,8 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import scipy.optimize
-import scipy.stats
 
+from .. import distributions
 from ..arguments import check_level, positive_int
 from ..errors import ArgumentError, FitWarning
 from ..optim.finish import SINGULAR_TOL
@@ -326,7 +326,7 @@ def confint_profile(fit, level: float = 0.95, which: str | Iterable[str] | None 
     names, n_vp = _parameter_names(fit)
     idx = _which(which, names, n_vp)
     pr = _profiler(fit)
-    z = float(scipy.stats.norm.ppf(0.5 + lv / 2))
+    z = float(distributions.norm_ppf(0.5 + lv / 2))
     rows = []
     for k in idx:
         c = _Curve(pr, k)
@@ -349,7 +349,7 @@ def profile(fit, which: str | Iterable[str] | None = None, *, level_max: float =
     names, n_vp = _parameter_names(fit)
     idx = _which(which, names, n_vp)
     pr = _profiler(fit)
-    cutoff = float(np.sqrt(scipy.stats.chi2.ppf(lv, len(names))))
+    cutoff = float(np.sqrt(distributions.chi2_ppf(lv, len(names))))
     frames = []
     with progress(len(idx), "likelihood profiles", unit="parameter") as bar:
         for k in idx:

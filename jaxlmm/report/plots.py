@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from .. import distributions
 from ..errors import ArgumentError
 from .protocol import Fit
 
@@ -63,7 +63,7 @@ def caterpillar(fit: Fit, level: float = 0.95, ncols: int | None = None):
     if not fit.ngroups:
         raise ArgumentError("caterpillar: the fit has no random effects")
     re = fit.ranef
-    z = stats.norm.ppf(0.5 + level / 2)
+    z = distributions.norm_ppf(0.5 + level / 2)
     panels = list(re.groupby(["grpvar", "term"], sort=False))
     fig, axes = _grid(len(panels), ncols, size=3.6)
     for ax, ((grpvar, term), d) in zip(axes, panels):
@@ -98,7 +98,7 @@ def residuals_vs_fitted(fit: Fit, ax=None):
 def _qq_points(v: np.ndarray):
     v = np.sort(np.asarray(v, dtype=float))
     n = v.size
-    q = stats.norm.ppf((np.arange(1, n + 1) - 0.5) / n)
+    q = distributions.norm_ppf((np.arange(1, n + 1) - 0.5) / n)
     return q, v
 
 
@@ -146,7 +146,7 @@ def profile_traces(fit: Fit, profile: pd.DataFrame | None = None, ncols: int | N
     prof = fit.profile() if profile is None else profile
     if not {"parameter", "value", "zeta"} <= set(prof.columns):
         raise ArgumentError("profile_traces: profile must have columns parameter, value, zeta (fit.profile())")
-    z = stats.norm.ppf(0.5 + level / 2)
+    z = distributions.norm_ppf(0.5 + level / 2)
     names = list(dict.fromkeys(prof["parameter"]))
     fig, axes = _grid(len(names), ncols)
     for ax, name in zip(axes, names):

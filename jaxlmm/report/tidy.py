@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from .. import distributions
 from ..errors import ArgumentError
 from .protocol import Fit
 from ..terms.frames import as_frame
@@ -81,7 +81,7 @@ def tidy(fit: Fit, effects=EFFECTS, ddf: str | None = "satterthwaite", conf_int:
     if conf_int:
         a = 0.5 + conf_level / 2
         df = out["df"].to_numpy(dtype=float)
-        q = np.where(np.isfinite(df), stats.t.ppf(a, np.where(np.isfinite(df), df, 1.0)), stats.norm.ppf(a))
+        q = np.where(np.isfinite(df), distributions.t_ppf(a, np.where(np.isfinite(df), df, 1.0)), distributions.norm_ppf(a))
         half = q * out["std.error"].to_numpy(dtype=float)
         out["conf.low"] = out["estimate"] - half
         out["conf.high"] = out["estimate"] + half
