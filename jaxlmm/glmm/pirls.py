@@ -265,13 +265,18 @@ def penalised_deviance(u, theta, beta, phi, G: GlmmArrays):
 
 def _step(u, theta, beta, phi, G: GlmmArrays, observed: bool):
     """One Fisher-scoring (or Newton, ``observed``) step of the modes: the new ``u``."""
+    return _step_factor(u, theta, beta, phi, G, observed)[0]
+
+
+def _step_factor(u, theta, beta, phi, G: GlmmArrays, observed: bool):
+    """:func:`_step` and the factor of its system (:func:`_solve_modes_factor`)."""
     eta_z = random_part(u, theta, G)
     eta = _fixed_part(beta, G) + eta_z
     if observed:
         a, W = _observed(eta, G, phi)
     else:
         a, W = score_weights(eta, G, phi)
-    return solve_modes(theta, W, W * eta_z + a, G)
+    return _solve_modes_factor(theta, W, W * eta_z + a, G)
 
 
 def score_term(u, theta, beta, phi, G: GlmmArrays) -> list:
@@ -284,21 +289,15 @@ def score_term(u, theta, beta, phi, G: GlmmArrays) -> list:
             for i in range(G.n_terms)]
 
 
+@jax.custom_vjp
 def implicit_newton_step(u_star, theta, beta, phi, G: GlmmArrays) -> list:
     """One Newton step from the PIRLS mode ``u_star`` (observed weights), with the derivative of
     the exact mode by the implicit function theorem (module docstring): reverse mode only."""
-    return _implicit_step(u_star, theta, beta, phi, G)
-
-
-@jax.custom_vjp
-def _implicit_step(u_star, theta, beta, phi, G):
-    return _implicit_fwd(u_star, theta, beta, phi, G)[0]
+    return _step(u_star, theta, beta, phi, G, observed=True)
 
 
 def _implicit_fwd(u_star, theta, beta, phi, G):
-    eta_z = random_part(u_star, theta, G)
-    a, W = _observed(_fixed_part(beta, G) + eta_z, G, phi)
-    u, f = _solve_modes_factor(theta, W, W * eta_z + a, G)
+    u, f = _step_factor(u_star, theta, beta, phi, G, observed=True)
     return u, (f, u_star, theta, beta, phi, G)
 
 
@@ -310,7 +309,7 @@ def _implicit_bwd(res, u_bar):
     return ([jnp.zeros_like(v) for v in u_star], t_bar, b_bar, p_bar, _zero_cotangent(G))
 
 
-_implicit_step.defvjp(_implicit_fwd, _implicit_bwd)
+implicit_newton_step.defvjp(_implicit_fwd, _implicit_bwd)
 
 
 def _zero_cotangent(tree):

@@ -94,14 +94,16 @@ def parse_model(text: str) -> MeanExpression:
         raise FormulaError(f"the response of the model {text!r} must be one column name, got {lhs!r}")
     if not rhs:
         raise FormulaError(f"the model {text!r} has no expression after '~'")
+    names: list[str] = []
     try:
         tree = ast.parse(rhs.replace("^", "**"), mode="eval")
+        evaluate = _compile(tree.body, rhs, names)
     except SyntaxError as e:
         raise FormulaError(f"cannot read the model expression {rhs!r}: {e.msg}") from None
-    names: list[str] = []
-    evaluate = _compile(tree.body, rhs, names)
-    return MeanExpression(text=text, response=lhs, expression=rhs, names=tuple(names),
-                          evaluate=lambda values: evaluate(values))
+    except RecursionError:
+        raise FormulaError(f"the model expression ({len(rhs)} characters) is nested too deeply to "
+                           "read; write it as a JAX callable instead") from None
+    return MeanExpression(text=text, response=lhs, expression=rhs, names=tuple(names), evaluate=evaluate)
 
 
 def _compile(node, rhs: str, names: list) -> Callable:

@@ -74,6 +74,8 @@ def test_operators_follow_r(expr, want):
     ("y ~ a ~ b", "one '~'"),
     ("log(y) ~ x", "one column name"),
     ("y ~ x.real", "not allowed"),
+    ("y ~ " + "+".join(["x"] * 5000), "nested too deeply"),
+    ("y ~ " + "-" * 5000 + "x", "nested too deeply"),
 ])
 def test_anything_else_is_a_formula_error(text, match):
     with pytest.raises(FormulaError, match=match):
