@@ -123,7 +123,7 @@ def _eliminate(s: BlockStructure, diag: list, off: dict, scale: list | None = No
             if scale is not None and scale[0] is not None:
                 w = w * scale[0][0, 0] ** 2
             T = T.at[s.dest[g.name].ravel()].add(-_take(w, k) * P, indices_are_sorted=True,
-                                         mode="promise_in_bounds")
+                                                 mode="promise_in_bounds")
     if scale is not None and (s.tail_off_groups or pairs):
         T = jnp.concatenate([_congruence(T[: m * m].reshape(m, m), s, scale).ravel(), T[m * m :]])
     for name, _, stages in s.tail_diag_groups:
