@@ -55,6 +55,8 @@ from .glmm.result import GlmerResult  # noqa: E402
 from .lmm.many import lmer_many  # noqa: E402
 from .rside.variance import VarExp, VarIdent, VarPower  # noqa: E402
 from .lmm.result import LmerResult  # noqa: E402
+from .nlmm.nlmer import nlmer  # noqa: E402
+from .nlmm.record import NlmerResult  # noqa: E402
 from .progress import set_progress  # noqa: E402
 from .compilation import cache_dir, clear_cache, set_cache  # noqa: E402
 from .report import plots  # noqa: E402
@@ -68,6 +70,8 @@ __all__ = [
     "glmer",
     "glmer_many",
     "GlmerResult",
+    "nlmer",
+    "NlmerResult",
     "Family",
     "family",
     "binomial",

@@ -13,7 +13,7 @@ numerically in JAX with static shapes.
 
 from .structure import BlockStructure, analyze
 from .cholesky import BlockedFactor, blocked_cholesky
-from .solve import solve_lower, solve_lower_transpose
+from .solve import solve_leading, solve_lower, solve_lower_transpose, split_stages
 from .selinv import diagonal_blocks_of_inverse
 from .small import small_cholesky, small_solve_lower, small_solve_upper
 
@@ -22,7 +22,9 @@ __all__ = [
     "BlockedFactor",
     "analyze",
     "blocked_cholesky",
+    "solve_leading",
     "solve_lower",
+    "split_stages",
     "solve_lower_transpose",
     "diagonal_blocks_of_inverse",
     "small_cholesky",

@@ -64,3 +64,35 @@ def solve_lower(s: BlockStructure, f: BlockedFactor, b_bd: list, b_tail: jnp.nda
                 t = t.at[pos.ravel()].add(-contrib.ravel())
     x_tail = lax.linalg.triangular_solve(f.tail, t[:, None], left_side=True, lower=True)[:, 0]
     return x, x_tail
+
+
+def split_stages(s: BlockStructure, x_bd: list, x_tail: jnp.ndarray, k: int) -> list:
+    """The solution of stages ``0..k-1`` as one ``(nlevels[i], widths[i])`` array each, from the
+    ``(x_bd, x_tail)`` layout of the solves."""
+    out = []
+    for i in range(k):
+        if i < s.n_bd:
+            out.append(x_bd[i])
+        else:
+            o = s.tail_offset(i)
+            out.append(x_tail[o : o + s.nlevels[i] * s.widths[i]].reshape(s.nlevels[i], s.widths[i]))
+    return out
+
+
+def solve_leading(s: BlockStructure, f: BlockedFactor, v: list) -> list:
+    """``A^{-1} v`` for the leading stages ``0..k-1`` (``k = len(v)``, each ``v[i]``
+    ``(nlevels[i], widths[i])``) of a matrix ``[[A, C'], [C, D]]`` factored in ``f``, whose
+    trailing stages ``k..`` are the dense tail's last entries: the leading factor block is the
+    factor of ``A``, so a forward solve, the trailing entries set to zero, and a back solve give
+    ``A^{-1} v``."""
+    k = len(v)
+    b_bd = [v[j] for j in range(s.n_bd)]
+    b_tail = jnp.zeros((s.m,), v[0].dtype)
+    for i in range(s.n_bd, k):
+        o = s.tail_offset(i)
+        b_tail = b_tail.at[o : o + s.nlevels[i] * s.widths[i]].set(v[i].ravel())
+    y_bd, y_tail = solve_lower(s, f, b_bd, b_tail)
+    n_trail = sum(s.nlevels[i] * s.widths[i] for i in range(k, s.n_stages))
+    y_tail = y_tail.at[s.m - n_trail :].set(0.0)
+    x_bd, x_tail = solve_lower_transpose(s, f, y_bd, y_tail)
+    return split_stages(s, x_bd, x_tail, k)

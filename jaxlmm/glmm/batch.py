@@ -24,7 +24,8 @@ from ..precision import float64
 from ..covariance.sdcor import sdcor_from_varpar
 from ..progress import progress
 from ..optim.finish import fd_step
-from .fit import beta_covariance, fit_core, hessian_from_gradients
+from ..optim.finish import central_hessian
+from .fit import beta_covariance, fit_core
 
 
 @functools.partial(jax.jit, static_argnames=("nagq",))
@@ -75,7 +76,7 @@ def fit_responses(model, Y: np.ndarray, x0: np.ndarray, *, glm_beta: bool = Fals
                 xs, grad, eg = res[0].copy(), res[2].copy(), res[5]
                 for r in range(nb):
                     h = fd_step(xs[r])
-                    H = hessian_from_gradients(eg[r, 1:], h)
+                    H = central_hessian(eg[r, 1:], h)
                     theta, sign = rectify(xs[r, :k], model.specs)
                     xs[r, :k] = theta
                     sign = np.concatenate([sign, np.ones(xs.shape[1] - k)])

@@ -25,7 +25,7 @@ from . import pirls, start
 from ..covariance.templates import check_theta, diagonal_mask, rectify, templates_np, theta_names, theta_start
 from ..errors import ArgumentError, FitError, FitWarning
 from ..optim import finish
-from ..optim.finish import SINGULAR_TOL, fd_step
+from ..optim.finish import SINGULAR_TOL, central_hessian, central_points, fd_step
 from ..optim.bfgs import bfgs_init, bfgs_result, bfgs_run, minimize_bfgs, run_in_chunks
 from ..precision import float64
 from ..progress import logger
@@ -33,18 +33,10 @@ from .model import GlmmModel
 from .record import GlmmFit, GlmmOptimum, make_record
 
 
-def _hessian_points(x, diag_mask, snap_tol):
-    """The ``2d + 1`` points ``x_s, x_s +- h_i e_i`` around ``x_s``: ``x`` with the diagonal
-    template entries below ``snap_tol`` in size set to zero (the boundary)."""
-    xs = jnp.where(diag_mask & (jnp.abs(x) < snap_tol), 0.0, x)
-    E = jnp.diag(fd_step(xs))
-    return jnp.concatenate([xs[None], xs[None] + E, xs[None] - E])
-
-
 def fit_core(x0, G, nagq: int, max_iter, glm_beta, snap_tol):
     """BFGS over ``x = (theta, beta[, log phi])`` from ``x0`` (its ``beta`` and ``log phi``
     replaced by the GLM fit's when ``glm_beta``), then the value and gradient at the ``2d + 1``
-    points of :func:`_hessian_points` in the same loop, with the modes and linear predictor at
+    points of :func:`central_points` in the same loop, with the modes and linear predictor at
     the first (see :func:`jaxlmm.optimize.minimize_bfgs`). PIRLS starts from the modes of the
     previous evaluation. ``max_iter``, ``glm_beta`` and
     ``snap_tol`` are traced."""
@@ -57,7 +49,7 @@ def fit_core(x0, G, nagq: int, max_iter, glm_beta, snap_tol):
     d = x0.shape[0]
     diag_mask = np.concatenate([diagonal_mask(G.specs), np.zeros(d - k, bool)])
     return minimize_bfgs(pirls.objective_aux, x0, G, nagq, gtol=1e-6, max_iter=max_iter,
-                         extra_points=lambda x: _hessian_points(x, diag_mask, snap_tol),
+                         extra_points=lambda x: central_points(x, diag_mask, snap_tol),
                          n_extra=2 * d + 1, has_aux=True, feed_aux=True)
 
 
@@ -73,7 +65,7 @@ def _fit_program(carry, budget, d, diag_mask, G, max_iter, glm_beta, snap_tol, n
     """One chunk of the resumable BFGS over the internal parameters of ``(theta, beta[, log phi])``
     (:func:`jaxlmm.optimize.run_in_chunks`): before the first evaluation, ``beta`` and ``log phi``
     are replaced by the GLM fit's when ``glm_beta``; after the search, the ``2d + 1`` points of
-    :func:`_hessian_points` (the modes and linear predictor kept at the first). PIRLS starts
+    :func:`central_points` (the modes and linear predictor kept at the first). PIRLS starts
     from the modes of the previous evaluation."""
     k, p = G.n_theta, G.p
 
@@ -86,15 +78,7 @@ def _fit_program(carry, budget, d, diag_mask, G, max_iter, glm_beta, snap_tol, n
 
     carry = jax.lax.cond(glm_beta & carry.s.first, with_glm, lambda c: c, carry)
     return bfgs_run(_internal_objective(nagq), carry, d, G, budget=budget, gtol=1e-6, max_iter=max_iter,
-                    extra_points=lambda x: _hessian_points(x, diag_mask, snap_tol), has_aux=True, feed_aux=True)
-
-
-def hessian_from_gradients(g: np.ndarray, h: np.ndarray) -> np.ndarray:
-    """Central differences of exact gradients ``g (2d, d)`` at ``x + h_i e_i`` then
-    ``x - h_i e_i``, symmetrised: error ``O(h^2)``, about 1e-8 relative."""
-    d = h.shape[0]
-    H = (g[:d] - g[d:]) / (2.0 * h[:, None])
-    return 0.5 * (H + H.T)
+                    extra_points=lambda x: central_points(x, diag_mask, snap_tol), has_aux=True, feed_aux=True)
 
 
 @functools.partial(jax.jit, static_argnames=("nagq",))
@@ -114,7 +98,7 @@ def hessian(model: "GlmmModel", x: np.ndarray) -> np.ndarray:
         h = fd_step(x / dv) * dv
         E = np.diag(h)
         _, g = values_grads(jnp.asarray(np.vstack([x + E, x - E])), model.arrays(), model.nagq)
-        return hessian_from_gradients(np.asarray(g), h)
+        return central_hessian(np.asarray(g), h)
 
 
 def start_values(model: GlmmModel, start: dict | None) -> tuple[np.ndarray, bool]:
@@ -204,7 +188,7 @@ def optimise(model: GlmmModel, x0: np.ndarray, glm_beta: bool = False, max_iter:
                     n_evals += int(r.nfev) + 2 * len(x) + 1
                     small = np.zeros_like(small)
             h = fd_step(x)
-            H = hessian_from_gradients(np.asarray(r.extra_g[1:]), h)
+            H = central_hessian(np.asarray(r.extra_g[1:]), h)
             free = ~small
             lam, _ = finish.min_eigen(H, free)
             if restarts < finish.MAX_RESTARTS and np.isfinite(f) and status != 2:  # (not at the iteration limit)

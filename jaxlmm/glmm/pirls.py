@@ -38,7 +38,7 @@ from jax import lax
 
 from ..covariance.templates import templates
 from .family import family as make_family
-from ..kernels import BlockStructure, analyze, blocked_cholesky, solve_lower, solve_lower_transpose
+from ..kernels import BlockStructure, analyze, blocked_cholesky, solve_leading, solve_lower_transpose, split_stages
 from ..kernels.cholesky import blocked_log_diagonal
 from ..kernels.structure import key_name
 from ..gram.blocks import stage_pattern
@@ -200,17 +200,6 @@ def weighted_blocks(W, rhs, G: GlmmArrays, theta):
     return diag, off
 
 
-def _split(s: BlockStructure, x_bd, x_tail, k: int) -> list:
-    u = []
-    for i in range(k):
-        if i < s.n_bd:
-            u.append(x_bd[i])
-        else:
-            o = s.tail_offset(i)
-            u.append(x_tail[o : o + s.nlevels[i] * s.widths[i]].reshape(s.nlevels[i], s.widths[i]))
-    return u
-
-
 def solve_modes(theta, W, rhs, G: GlmmArrays) -> list:
     """``u = (Lambda' Z' W Z Lambda + I)^{-1} Lambda' Z' rhs`` per term."""
     return _solve_modes_factor(theta, W, rhs, G)[0]
@@ -226,21 +215,7 @@ def _solve_modes_factor(theta, W, rhs, G: GlmmArrays):
     b_bd = [jnp.zeros((s.nlevels[j], s.widths[j]), W.dtype) for j in range(s.n_bd)]
     b_tail = jnp.zeros((s.m,), W.dtype).at[-1].set(-f.tail[-1, -1])
     x_bd, x_tail = solve_lower_transpose(s, f, b_bd, b_tail)
-    return _split(s, x_bd, x_tail, G.n_terms), f
-
-
-def _solve_leading(f, v: list, G: GlmmArrays) -> list:
-    """``H^{-1} v`` per term, ``H`` the random-effects block of the system factored in ``f``
-    (:func:`_solve_modes_factor`): a forward solve, the last stage's entry set to zero, a back solve."""
-    s = G.structure
-    b_bd = [v[j] for j in range(s.n_bd)]
-    b_tail = jnp.zeros((s.m,), v[0].dtype)
-    for i in range(s.n_bd, G.n_terms):
-        o = s.tail_offset(i)
-        b_tail = b_tail.at[o : o + s.nlevels[i] * s.widths[i]].set(v[i].ravel())
-    y_bd, y_tail = solve_lower(s, f, b_bd, b_tail)
-    x_bd, x_tail = solve_lower_transpose(s, f, y_bd, y_tail.at[-1].set(0.0))
-    return _split(s, x_bd, x_tail, G.n_terms)
+    return split_stages(s, x_bd, x_tail, G.n_terms), f
 
 
 def log_det(theta, W, G: GlmmArrays):
@@ -303,7 +278,7 @@ def _implicit_fwd(u_star, theta, beta, phi, G):
 
 def _implicit_bwd(res, u_bar):
     f, u_star, theta, beta, phi, G = res
-    lam = _solve_leading(f, list(u_bar), G)
+    lam = solve_leading(G.structure, f, list(u_bar))
     _, vjp = jax.vjp(lambda t, b, p: score_term(u_star, t, b, p, G), theta, beta, phi)
     t_bar, b_bar, p_bar = vjp(lam)
     return ([jnp.zeros_like(v) for v in u_star], t_bar, b_bar, p_bar, _zero_cotangent(G))

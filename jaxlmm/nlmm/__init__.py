@@ -1,5 +1,9 @@
-"""Nonlinear mixed models (in progress, issue 17): the mean function's parser so far."""
+"""Nonlinear mixed models (``nlmer``): the mean function's parser, the design, PNLS on the
+blocked Cholesky, Laplace / adaptive Gauss-Hermite objectives with implicit gradients, nlme's
+Lindstrom-Bates iterations, and the fitted model."""
 
 from .expression import FUNCTIONS, MeanExpression, parse_model
+from .nlmer import nlmer
+from .record import NlmerResult
 
-__all__ = ["FUNCTIONS", "MeanExpression", "parse_model"]
+__all__ = ["FUNCTIONS", "MeanExpression", "NlmerResult", "nlmer", "parse_model"]

@@ -1,0 +1,323 @@
+"""``nlmer``: nonlinear mixed models (model string or callable -> design -> arrays -> Laplace /
+AGQ optimisation or Lindstrom-Bates iterations -> :class:`NlmerResult`): the front door, with
+every argument checked before any computation."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from ..covariance.tables import ranef_table, varcorr_table
+from ..covariance.templates import template_spec, templates_np, theta_names, theta_start
+from ..errors import ArgumentError, DataError, FitWarning
+from ..lmm.fit import Conditional
+from ..precision import float64
+from ..progress import logger
+from ..records import make_mapping, read_only
+from . import fit as nfit
+from .design import NlmmDesign, build_nlmm_design, mean_function
+from .lb import lindstrom_bates
+from .pnls import fitted_at
+from .record import NlmerResult
+from .system import NlmmArrays, fixed_phi, gn_solve, mean_jacobian, nlmm_arrays, random_phi
+
+MAX_AGQ = 25
+
+
+def _check_start(start: Any, model: Any) -> dict:
+    if not isinstance(start, dict) or not start:
+        raise ArgumentError("start must be a dict of fixed-effect starting values by parameter name, such as "
+                            "{'Asym': 170, 'xmid': 700, 'scal': 350}")
+    out = {}
+    for k, v in start.items():
+        if not isinstance(k, str) or not k.isidentifier():
+            raise ArgumentError(f"start key {k!r} is not a parameter name")
+        try:
+            a = np.atleast_1d(np.asarray(v, dtype=np.float64)).ravel()
+        except (TypeError, ValueError):
+            raise ArgumentError(f"start[{k!r}] must be a number (or a list of numbers for a parameter with a "
+                                f"fixed-effects formula), got {v!r}") from None
+        if isinstance(v, bool) or a.size == 0 or not np.all(np.isfinite(a)):
+            raise ArgumentError(f"start[{k!r}] must be finite numbers, got {v!r}")
+        out[k] = a
+    return out
+
+
+def _start_beta(design: NlmmDesign, start: dict) -> np.ndarray:
+    missing = [p for p in design.params if p not in start]
+    if missing:
+        raise ArgumentError(f"start has no value for the parameter {missing[0]!r} of the model")
+    extra = [k for k in start if k not in design.params]
+    if extra:
+        raise ArgumentError(f"start names {extra[0]!r}, which is not a parameter of the model "
+                            f"({', '.join(design.params)})")
+    beta = []
+    for p, A, names in zip(design.params, design.A, design.a_names):
+        v = start[p]
+        if v.size == A.shape[1]:
+            beta.extend(v)
+        elif v.size == 1:  # the intercept; the other coefficients start at zero
+            beta.extend([float(v[0])] + [0.0] * (A.shape[1] - 1))
+        else:
+            raise ArgumentError(f"start[{p!r}] has {v.size} values; the parameter has {A.shape[1]} coefficients "
+                                f"({', '.join(names)})")
+    return np.asarray(beta)
+
+
+def _nested(codes_a: np.ndarray, codes_b: np.ndarray) -> bool:
+    """Whether every level of ``b`` lies within one level of ``a``."""
+    pairs = np.unique(np.stack([codes_b, codes_a], axis=1), axis=0)
+    return len(pairs) == len(np.unique(codes_b))
+
+
+def _check_method(method: Any, nagq: Any, reml: Any, design: NlmmDesign) -> tuple[str, int]:
+    if method not in ("laplace", "agq", "lb"):
+        raise ArgumentError(f"method must be 'laplace', 'agq' or 'lb', got {method!r}")
+    if isinstance(nagq, bool) or not isinstance(nagq, (int, np.integer)) or not 1 <= int(nagq) <= MAX_AGQ:
+        raise ArgumentError(f"nagq must be an integer from 1 to {MAX_AGQ}, got {nagq!r}")
+    nagq = int(nagq)
+    if not isinstance(reml, bool):
+        raise ArgumentError(f"reml must be True or False, got {reml!r}")
+    if reml and method != "lb":
+        raise ArgumentError(f"reml=True is for method='lb' (nlme's REML); method={method!r} maximises the likelihood")
+    terms = design.lmm.terms
+    if method == "agq" and nagq == 1:
+        method = "laplace"
+    if method == "laplace" and nagq > 1:
+        method = "agq"
+    if method == "agq" and (len(terms) != 1 or terms[0].width != 1):
+        raise ArgumentError(f"nagq={nagq} (adaptive Gauss-Hermite) needs one random effect per group, a single "
+                            "term such as '(Asym | Tree)'; this model has "
+                            + ", ".join(f"{t.width} in ({' + '.join(t.column_names)} | {t.name})" for t in terms)
+                            + ": use method='laplace'")
+    if method == "lb":
+        for i in range(len(terms)):
+            for j in range(i):
+                a, b = terms[i].codes, terms[j].codes
+                if not (_nested(a, b) or _nested(b, a)):
+                    raise ArgumentError(f"method='lb' (nlme) takes nested grouping only, and {terms[j].name!r} and "
+                                        f"{terms[i].name!r} are crossed; use method='laplace'")
+    return method, nagq
+
+
+@jax.jit
+def _start_check(beta, G: NlmmArrays):
+    phi = fixed_phi(beta, G)
+    f, J = mean_jacobian(phi, G)
+    return phi, f, J
+
+
+def _check_model_at(design: NlmmDesign, G: NlmmArrays, beta: np.ndarray) -> None:
+    """The mean must be one finite value per row, with finite derivatives, at the start."""
+    with float64():
+        try:
+            phi, f, J = _start_check(jnp.asarray(beta), G)
+        except ArgumentError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the user's function failed: say so, as ours
+            raise ArgumentError(f"the model function failed at the start values: {type(e).__name__}: {e}") from None
+        phi, f, J = np.asarray(phi), np.asarray(f), np.asarray(J)
+    rows = design.lmm.row_index
+
+    def at(r):
+        vals = ", ".join(f"{p}={phi[r, k]:.6g}" for k, p in enumerate(design.params))
+        cols = ", ".join(f"{c}={design.data[c][r]:.6g}" for c in design.mean.columns if c in design.data)
+        return vals + (f"; {cols}" if cols else "")
+
+    bad = ~np.isfinite(f)
+    if bad.any():
+        r = int(np.nonzero(bad)[0][0])
+        raise DataError(f"the model's mean is {f[r]} at row {rows[r]!r} at the start values ({at(r)}): give other "
+                        "start values or rewrite the model")
+    badj = ~np.isfinite(J)
+    if badj.any():
+        r, k = (int(v[0]) for v in np.nonzero(badj))
+        raise DataError(f"the derivative of the model's mean with respect to {design.params[k]!r} is not finite at "
+                        f"row {rows[r]!r} at the start values ({at(r)})")
+
+
+def _check_rowwise(design: NlmmDesign, G: NlmmArrays, beta: np.ndarray) -> None:
+    """A callable mean must be row-wise: row ``r``'s value depends on row ``r``'s parameters only
+    (checked on the Jacobian of the first rows)."""
+    m = min(design.n, 12)
+    with float64():
+        phi = np.asarray(fixed_phi(jnp.asarray(beta), G))
+        data = {c: jnp.asarray(v[:m]) for c, v in design.data.items()}
+
+        def f(p):
+            return jnp.broadcast_to(design.mean({n: p[:, k] for k, n in enumerate(design.params)}, data), (m,))
+
+        try:
+            Jf = np.asarray(jax.jacfwd(f)(jnp.asarray(phi[:m])))  # (m, m, P)
+        except Exception as e:  # noqa: BLE001
+            raise ArgumentError(f"the model function failed at the start values: {type(e).__name__}: {e}") from None
+    off = Jf * (1.0 - np.eye(m))[:, :, None]
+    if np.any(np.abs(off) > 0):
+        raise ArgumentError("the model function is not row-wise: its value at one row depends on the parameters of "
+                            "another; write f(params, data) with element-wise operations")
+
+
+def nlmer(model: Any, data: Any, start: dict, random: str, *, fixed: dict | None = None, method: str = "laplace",
+          nagq: int = 1, reml: bool = False, correlation=None, variance=None, weights=None,
+          max_iter: int = 1000) -> NlmerResult:
+    """Fit a nonlinear mixed model ``y = f(phi) + e``, ``phi = A beta + B b`` per row.
+
+    ``model``: ``"response ~ expression"`` of parameters and columns (:mod:`jaxlmm.nlmm.expression`)
+    or ``(response, f)`` with a JAX callable ``f(params, data) -> mean``, row-wise. ``start``:
+    fixed-effect starting values by parameter (a list for a parameter with a ``fixed`` formula,
+    in its coefficient order). ``random``: lme4 bars over parameter names, ``"(Asym | Tree)"``,
+    ``"(lKa + lCl || Subject)"``, nested ``"(Asym | Block/Plot)"``, crossed terms.
+    ``fixed``: ``{"Asym": "Type * Treatment"}``, a parameter's own fixed-effects formula.
+    ``method``: ``"laplace"`` (lme4's nlmer), ``"agq"`` with ``nagq`` nodes (one random effect
+    per group), ``"lb"`` (nlme's Lindstrom-Bates; ``reml`` as nlme's ``method = "REML"``).
+    ``weights``: prior weights (residual variance ``sigma^2 / w``).
+    """
+    t0 = time.perf_counter()
+    if correlation is not None or variance is not None:
+        raise ArgumentError("residual correlation and variance structures are not available for nlmer yet; "
+                            "fit with correlation=None, variance=None")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+        raise ArgumentError(f"max_iter must be a positive integer, got {max_iter!r}")
+    start = _check_start(start, model)
+    mean = mean_function(model, tuple(start))
+    design = build_nlmm_design(mean, data, tuple(start), random, fixed, weights)
+    method, nagq = _check_method(method, nagq, reml, design)
+    beta0 = _start_beta(design, start)
+    specs = tuple(template_spec(t.width, t.uncorrelated) for t in design.lmm.terms)
+    with float64():
+        G = nlmm_arrays(design, specs, nagq=nagq if method == "agq" else 1)
+    if mean.function is not None:
+        _check_rowwise(design, G, beta0)
+    _check_model_at(design, G, beta0)
+    beta_nls, rss, nls_ok = nfit.nls_start(G, beta0)
+    if not (nls_ok and np.all(np.isfinite(beta_nls)) and np.isfinite(rss) and rss > 0):
+        beta_nls = beta0
+        with float64():
+            r = np.asarray(G.y) - np.asarray(_start_check(jnp.asarray(beta0), G)[1])
+        rss = float(np.sum(np.asarray(G.w) * r * r))
+    if method == "lb":
+        return _lb_result(design, G, specs, beta_nls, reml, t0, max_iter)
+    x0 = np.concatenate([theta_start(specs), beta_nls, [0.5 * np.log(max(rss, 1e-300) / design.n)]])
+    with float64():
+        o = nfit.optimise(G, x0, max_iter=max_iter)
+    return _laplace_result(design, G, specs, o, method, nagq, t0)
+
+
+def _finish(design, info, warn, kwargs) -> NlmerResult:
+    info["warnings"] = tuple(warn)
+    result = NlmerResult(model=design.mean.text, nobs=design.n, n_dropped=design.lmm.n_dropped,
+                         theta_names=tuple(theta_names(design.lmm.terms)), optinfo=make_mapping(info),
+                         ngroups=make_mapping({t.name: t.n_levels for t in design.lmm.terms}), _design=design, **kwargs)
+    logger.info("fitted nlmer %s (%s): %.2f s, -2 log L %.6f", design.mean.text, result.method, info["time_s"],
+                result.objective)
+    if warn:
+        warnings.warn("; ".join(warn) + " (details in fit.diagnostics)", FitWarning, stacklevel=3)
+    return result
+
+
+def _series(v, names, label) -> pd.Series:
+    return pd.Series(np.asarray(v, dtype=np.float64), index=list(names), name=label)
+
+
+def _frame(V, names) -> pd.DataFrame:
+    return pd.DataFrame(np.asarray(V, dtype=np.float64), index=list(names), columns=list(names))
+
+
+def _beta_vcov(H: np.ndarray, k: int, p: int, boundary: np.ndarray) -> tuple[np.ndarray, bool]:
+    keep = ~np.concatenate([boundary[:k], np.zeros(H.shape[0] - k, bool)])
+    Hk = H[np.ix_(keep, keep)]
+    kb = int(np.sum(keep[:k]))
+    try:
+        np.linalg.cholesky(0.5 * (Hk + Hk.T))
+    except np.linalg.LinAlgError:
+        return np.full((p, p), np.nan), False
+    V = (2.0 * np.linalg.inv(Hk))[kb : kb + p, kb : kb + p]
+    return 0.5 * (V + V.T), True
+
+
+@jax.jit
+def _at_modes(theta, beta, u, G: NlmmArrays):
+    phi_r = random_phi(u, theta, G)
+    _, _, fac = gn_solve(theta, fixed_phi(beta, G) + phi_r, phi_r, beta, G, False)
+    f, f0, _ = fitted_at(u, theta, beta, G)
+    return f, f0, fac
+
+
+class NlmmRanefSource:
+    """The conditional modes with SDs from the Gauss-Newton factor at the modes (picklable)."""
+
+    def __init__(self, terms, b, templates, sigma, structure, factor) -> None:
+        self.terms, self.b, self.templates, self.sigma = terms, b, templates, sigma
+        self.structure, self.factor = structure, factor
+
+    def __call__(self):
+        cond = Conditional(beta=np.zeros(0), vcov=np.zeros((0, 0)), sigma=self.sigma, b=self.b,
+                           templates=self.templates, structure=self.structure, factor=self.factor)
+        return ranef_table(self.terms, self.b, cond.cond_cov())
+
+
+def _laplace_result(design, G, specs, o, method, nagq, t0) -> NlmerResult:
+    k, p = G.n_theta, G.p
+    theta, beta, sigma = o.x[:k], o.x[k : k + p], float(np.exp(o.x[k + p]))
+    V, ok = _beta_vcov(o.H, k, p, o.boundary)
+    raw = templates_np(o.x_raw[:k], specs)
+    b = [ui @ T.T for ui, T in zip(o.u, raw)]
+    with float64():
+        f, f0, fac = _at_modes(jnp.asarray(o.x_raw[:k]), jnp.asarray(beta), [jnp.asarray(v) for v in o.u], G)
+        f, f0 = np.asarray(f), np.asarray(f0)
+        factor = ([np.asarray(d) for d in fac.diag], {n: np.asarray(v) for n, v in fac.off.items()},
+                  np.asarray(fac.tail))
+        structure = jax.tree_util.tree_map(np.asarray, G.structure)
+    Ts = templates_np(theta, specs)
+    warn = []
+    if not o.pnls_converged:
+        warn.append(f"PNLS did not converge to the conditional modes at the estimates ({o.pnls_iterations} iterations)")
+    if not o.converged:
+        warn.append(f"the optimiser did not converge ({o.message}; max |gradient| {o.gmax:.3g})")
+    if o.singular:
+        warn.append("boundary (singular) fit: a variance component is zero or a correlation is +-1")
+    if not ok:
+        warn.append("the Hessian of -2 log L is not positive definite: standard errors are NaN")
+    info = dict(method=method, converged=bool(o.converged and o.pnls_converged), status=o.status, message=o.message,
+                n_iter=o.n_iter, n_evals=o.n_evals, grad=read_only(o.grad), pnls_converged=o.pnls_converged,
+                pnls_iterations=o.pnls_iterations, hessian_ok=ok, hessian_min_eig=o.hessian_min_eig,
+                restarts=o.restarts, time_s=time.perf_counter() - t0)
+    names = list(design.x_names)
+    return _finish(design, info, warn, dict(
+        method=method, nagq=nagq, reml=False, objective=float(o.objective),
+        _fixef=_series(beta, names, "estimate"), _se=_series(np.sqrt(np.diag(V)), names, "std_error"),
+        _vcov=_frame(V, names), sigma=sigma, theta=read_only(theta), _varcorr=varcorr_table(design.lmm.terms, Ts, sigma),
+        _ranef_source=NlmmRanefSource(design.lmm.terms, b, [T.copy() for T in raw], sigma, structure, factor),
+        singular=bool(o.singular), _fitted=read_only(f), _fitted_population=read_only(f0), hessian=read_only(o.H),
+        _b=tuple(read_only(v) for v in b), _templates=tuple(Ts)))
+
+
+def _lb_result(design, G, specs, beta0, reml, t0, max_iter) -> NlmerResult:
+    e = lindstrom_bates(design, G, beta0, theta_start(specs), reml, max_iter=min(max_iter, 200))
+    lme = e.lme
+    theta = np.asarray(lme.theta)
+    with float64():
+        f, f0, _ = fitted_at([jnp.asarray(v) for v in e.u], jnp.asarray(theta), jnp.asarray(e.beta), G)
+        f, f0 = np.asarray(f), np.asarray(f0)
+    warn = []
+    if not e.converged:
+        warn.append(f"the Lindstrom-Bates iterations did not reach their fixed point in {e.iterations} iterations")
+    if not e.pnls_converged:
+        warn.append("PNLS did not converge to the conditional modes at the estimates")
+    warn += [m for m in e.lme_warnings if "details in fit.diagnostics" not in m]
+    warn += [m.replace(" (details in fit.diagnostics)", "") for m in e.lme_warnings if "details in fit.diagnostics" in m]
+    info = dict(method="lb", converged=bool(e.converged and e.pnls_converged and lme.converged),
+                message=lme.optinfo["message"], n_iter=e.iterations, n_evals=lme.optinfo["n_evals"],
+                pnls_converged=e.pnls_converged, lme_converged=lme.converged, time_s=time.perf_counter() - t0)
+    return _finish(design, info, warn, dict(
+        method="lb", nagq=1, reml=bool(reml), objective=float(lme.objective), _fixef=lme._fixef.copy(),
+        _se=lme._se.copy(), _vcov=lme._vcov.copy(), sigma=float(lme.sigma), theta=read_only(theta),
+        _varcorr=lme._varcorr.copy(), _ranef_source=lme._ranef_source, singular=bool(lme.singular),
+        _fitted=read_only(f), _fitted_population=read_only(f0), hessian=None,
+        _b=tuple(read_only(np.asarray(v)) for v in lme._b), _templates=tuple(templates_np(theta, specs))))
