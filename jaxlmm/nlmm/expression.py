@@ -78,7 +78,8 @@ class MeanExpression:
             hint = f"; did you mean {close[0]!r}?" if close else ""
             known = ", ".join(parameters) or "none"
             raise FormulaError(f"unknown name {n!r} in the model {self.expression!r}: not a parameter "
-                               f"({known}) nor a column of the data{hint}")
+                               f"({known}) nor a column of the data{hint} (a parameter needs its starting "
+                               "value in start)")
         return (tuple(n for n in self.names if n in parameters),
                 tuple(n for n in self.names if n in columns))
 
