@@ -184,7 +184,7 @@ def build_nlmm_design(mean: MeanFunction, data: Any, params: tuple[str, ...], ra
     else:
         clash = [p for p in params if p in columns]
         if clash:
-            raise FormulaError(f"{clash[0]!r} is both a parameter (in start) and a column of the data; rename one of them")
+            raise FormulaError(f"{clash[0]!r} is both a parameter and a column of the data (start names it); rename one of them")
         used_cols = tuple(c for c in columns if c != mean.response)
     mean = dataclasses.replace(mean, parameters=tuple(params), columns=tuple(used_cols))
     expr_text = mean.expression.expression if mean.expression is not None else mean.text
