@@ -173,11 +173,21 @@ def factor(theta, M: ModelArrays) -> BlockedFactor:
 def objective_from_log_diagonal(bd: list, lead, trail, M: ModelArrays):
     """The criterion from ``log diag L``: block-diagonal stages ``bd``; the tail's random-effects
     part summed (``lead``); the tail's last ``p + 1`` entries (X and y) in ``trail``."""
-    ld_l2, ld_rx2, r2 = _parts_from_log_diagonal(bd, lead, trail, M)
-    if M.reml:
-        nu = M.n - M.p
-        return ld_l2 + ld_rx2 + nu * (1.0 + jnp.log(2.0 * np.pi * r2 / nu)) - M.log_det_w
-    return ld_l2 + M.n * (1.0 + jnp.log(2.0 * np.pi * r2 / M.n)) - M.log_det_w
+    return criterion_from_log_diagonal(bd, lead, trail, M.n, M.p, M.reml, M.log_det_w)
+
+
+def criterion_from_log_diagonal(bd: list, lead, trail, n, p: int, reml: bool, log_det_w):
+    """lme4's REML criterion or ML deviance from ``log diag L`` of ``[Z Lambda, X, y]``'s extended
+    system (see :func:`objective_from_log_diagonal`) for ``n`` rows, ``p`` fixed effects and
+    ``log_det_w = sum log w``: ``log|L_Z|^2 (+ log|R_X|^2) + nu (1 + log(2 pi r^2 / nu)) - log_det_w``,
+    ``nu = n - p`` for REML, ``n`` for ML."""
+    ld_l2 = 2.0 * (sum(jnp.sum(b) for b in bd) + lead)
+    ld_rx2 = 2.0 * jnp.sum(trail[:p])
+    r2 = jnp.exp(2.0 * trail[-1])
+    if reml:
+        nu = n - p
+        return ld_l2 + ld_rx2 + nu * (1.0 + jnp.log(2.0 * np.pi * r2 / nu)) - log_det_w
+    return ld_l2 + n * (1.0 + jnp.log(2.0 * np.pi * r2 / n)) - log_det_w
 
 
 def _parts_from_log_diagonal(bd, lead, trail, M: ModelArrays):

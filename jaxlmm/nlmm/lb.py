@@ -14,29 +14,39 @@ At the fixed point the LME's fixed effects equal PNLS's (the normal equations of
 linearised model at ``(beta, b)`` are PNLS's stationarity conditions), and the fit's
 log-likelihood, fixed effects, standard errors and variance components are those of the last
 LME, as nlme reports them. Iterations stop when theta, beta and the LME objective change by
-less than ``1e-7`` relative (nlme stops at about ``1e-5`` from its fixed point).
+less than ``1e-7`` relative in the compiled loop (nlme stops at about ``1e-5`` from its fixed
+point).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..covariance.templates import rectify
 from ..errors import FitWarning
+from ..kernels.cholesky import blocked_log_diagonal
 from ..lmm.engine import fit_model
 from ..lmm.model import LmerModel
+from ..lmm.objective import criterion_from_log_diagonal, scale_blocks
 from ..lmm.record import LmmFit
+from ..optim.bfgs import minimize_bfgs
 from ..precision import float64
 from . import pnls
 from .design import NlmmDesign
-from .system import NlmmArrays, beta_jacobian, fixed_phi, gn_columns, mean_jacobian, random_phi
+from .system import NlmmArrays, beta_jacobian, fixed_phi, gn_columns, gn_weights, gram_blocks, mean_jacobian, random_phi
 
 LB_MAX_ITER = 200
 LB_RTOL = 1e-7
+# the host confirmation: the LMM engine's theta carries its optimiser's tolerance (about 1e-7
+# relative), so a fixed point is confirmed when theta moves by less than 1e-5, beta by less than
+# 1e-6 and the criterion by less than 1e-9 relative
+HOST_RTOL = (1e-5, 1e-6, 1e-9)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +79,41 @@ def _linearise(theta, beta, u, G: NlmmArrays):
     return Xt, gn_columns(J, G), G.y - f + Xt @ beta + jnp.sum(J * phi_r, axis=1)
 
 
+def _lme_criterion(theta, diag0, off0, G: NlmmArrays, reml: bool):
+    """The linearised LMM's ML deviance or REML criterion at ``theta`` from its Gram blocks."""
+    d, o = scale_blocks(theta, G.specs, diag0, off0)
+    bd, lead, trail = blocked_log_diagonal(G.joint, d, o, G.p + 1, False)
+    return criterion_from_log_diagonal(bd, lead, trail, G.y.shape[0], G.p, reml, jnp.sum(jnp.log(G.w)))
+
+
+@functools.partial(jax.jit, static_argnames=("reml",))
+def _lb_program(theta0, beta0, G: NlmmArrays, reml: bool, max_outer):
+    """The Lindstrom-Bates iterations in one program (module docstring): returns the last
+    ``theta`` (the LME step's), ``beta`` and modes ``u`` (PNLS's before it), the LME criterion, the
+    number of iterations and whether they met the tolerance."""
+
+    def body(c):
+        theta, beta, u, it, _, prev = c
+        u, beta, _, _, _ = pnls.pnls(theta, beta, G, u0=u, joint=True)
+        phi_r = random_phi(u, theta, G)
+        f, J = mean_jacobian(fixed_phi(beta, G) + phi_r, G)
+        Xt = beta_jacobian(J, G)
+        w = G.y - f + Xt @ beta + jnp.sum(J * phi_r, axis=1)
+        diag0, off0 = gram_blocks(gn_weights(J, G), J, jnp.concatenate([Xt, w[:, None]], axis=1), G, 0.0)
+        r = minimize_bfgs(lambda t: _lme_criterion(t, diag0, off0, G, reml), theta, gtol=1e-9, max_iter=500)
+        d_theta = jnp.max(jnp.abs(r.x - theta) / (1.0 + jnp.abs(theta)), initial=0.0)
+        done = (it > 0) & (d_theta <= LB_RTOL) & (jnp.abs(r.fun - prev) <= 1e-2 * LB_RTOL * (1.0 + jnp.abs(r.fun)))
+        return r.x, beta, u, it + 1, done, r.fun
+
+    def cond(c):
+        return (~c[4]) & (c[3] < max_outer)
+
+    init = (theta0, beta0, pnls.zero_modes(G, beta0.dtype), jnp.asarray(0), jnp.asarray(False),
+            jnp.asarray(jnp.inf, beta0.dtype))
+    theta, beta, u, it, done, obj = jax.lax.while_loop(cond, body, init)
+    return theta, beta, u, obj, it, done
+
+
 def _linear_design(design: NlmmDesign, Xt, Zt, w):
     base = design.lmm
     names = design.x_names
@@ -79,10 +124,21 @@ def _linear_design(design: NlmmDesign, Xt, Zt, w):
 
 def lindstrom_bates(design: NlmmDesign, G: NlmmArrays, beta0: np.ndarray, theta0: np.ndarray, reml: bool,
                     max_iter: int = LB_MAX_ITER) -> LbEnd:
-    """Alternate PNLS and LME steps from ``(theta0, beta0)`` to the fixed point (module docstring)."""
-    theta, beta = np.asarray(theta0, np.float64), np.asarray(beta0, np.float64)
-    u = None
-    prev_obj = None
+    """Alternate PNLS and LME steps from ``(theta0, beta0)`` to the fixed point: the compiled
+    iterations, then host ones with the LMM engine until theta, beta and the criterion settle
+    (module docstring)."""
+    with float64():
+        th, be, uj, obj, n_jit, _ = _lb_program(jnp.asarray(theta0, jnp.float64), jnp.asarray(beta0, jnp.float64),
+                                                G, bool(reml), jnp.asarray(int(max_iter)))
+        theta, beta = rectify(np.asarray(th), G.specs)[0], np.asarray(be)
+        u, prev_obj = [np.asarray(v) for v in uj], float(obj)
+    if not (np.all(np.isfinite(theta)) and np.all(np.isfinite(beta)) and np.isfinite(prev_obj)):
+        theta, beta = np.asarray(theta0, np.float64), np.asarray(beta0, np.float64)
+        u, prev_obj = None, None
+    return _host_iterations(design, G, beta, theta, u, prev_obj, reml, max_iter, int(n_jit))
+
+
+def _host_iterations(design, G, beta, theta, u, prev_obj, reml, max_iter, n_before) -> LbEnd:
     lme = None
     converged = False
     msgs: list[str] = []
@@ -96,7 +152,7 @@ def lindstrom_bates(design: NlmmDesign, G: NlmmArrays, beta0: np.ndarray, theta0
         model = LmerModel.from_design(_linear_design(design, Xt, Zt, w))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", FitWarning)
-            lme = fit_model(model, reml=reml, start=theta if it > 1 else None)
+            lme = fit_model(model, reml=reml, start=theta if (it > 1 or prev_obj is not None) else None)
         msgs = [str(c.message) for c in caught if issubclass(c.category, FitWarning)]
         theta_new = np.asarray(lme.theta)
         beta_new = np.asarray(lme._fixef)
@@ -104,8 +160,8 @@ def lindstrom_bates(design: NlmmDesign, G: NlmmArrays, beta0: np.ndarray, theta0
         d_beta = np.max(np.abs(beta_new - beta_p) / (1.0 + np.abs(beta_p)), initial=0.0)
         d_obj = np.inf if prev_obj is None else abs(lme.objective - prev_obj) / (1.0 + abs(lme.objective))
         theta, beta, prev_obj = theta_new, beta_p, lme.objective
-        if it > 1 and d_theta <= LB_RTOL and d_beta <= LB_RTOL and d_obj <= LB_RTOL * 1e-2:
+        if d_theta <= HOST_RTOL[0] and d_beta <= HOST_RTOL[1] and d_obj <= HOST_RTOL[2]:
             converged = True
             break
-    return LbEnd(lme=lme, u=u, beta=beta, theta=theta, iterations=it, converged=converged,
+    return LbEnd(lme=lme, u=u, beta=beta, theta=theta, iterations=n_before + it, converged=converged,
                  pnls_converged=pnls_ok, lme_warnings=tuple(msgs))

@@ -191,16 +191,23 @@ def beta_jacobian(J, G: NlmmArrays):
     return jnp.concatenate([J[:, k : k + 1] * a for k, a in enumerate(G.A)], axis=1)
 
 
-def _with_tail(theta, M, J, T, G: NlmmArrays):
-    """The scaled blocks of the terms' ``Z' M Z`` and the last stage ``T (n, m)`` (module docstring)."""
+def gram_blocks(M, J, T, G: NlmmArrays, last: float = 1.0) -> tuple[list, dict]:
+    """The unscaled blocks of the terms' ``Z' M Z`` and of the last stage ``T (n, m)`` crossed with
+    the Gauss-Newton columns and with itself, ``last`` added to its last diagonal entry (module
+    docstring; 0 gives the linearised LMM's Gram matrix ``[Z~ X~ w]' W [Z~ X~ w]``)."""
     diag, off = term_blocks(M, G)
     k = G.n_terms
     wT = T * G.w[:, None]
     for j, a in enumerate(gn_columns(J, G)):
         off[key_name(k, j)] = jax.ops.segment_sum(wT[:, :, None] * a[:, None, :], G.codes[j], num_segments=G.nlevels[j])
     tt = T.T @ wT
-    diag.append((tt.at[-1, -1].add(1.0))[None])
-    return scale_blocks(theta, G.specs, diag, off)
+    diag.append((tt.at[-1, -1].add(last))[None])
+    return diag, off
+
+
+def _with_tail(theta, M, J, T, G: NlmmArrays):
+    """The scaled blocks of :func:`gram_blocks`."""
+    return scale_blocks(theta, G.specs, *gram_blocks(M, J, T, G))
 
 
 def gn_weights(J, G: NlmmArrays):
