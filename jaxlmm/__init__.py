@@ -57,6 +57,7 @@ from .rside.variance import VarExp, VarIdent, VarPower  # noqa: E402
 from .lmm.result import LmerResult  # noqa: E402
 from .nlmm.nlmer import nlmer  # noqa: E402
 from .nlmm.record import NlmerResult  # noqa: E402
+from .nlmm import selfstart as nonlinear  # noqa: E402
 from .progress import set_progress  # noqa: E402
 from .compilation import cache_dir, clear_cache, set_cache  # noqa: E402
 from .report import plots  # noqa: E402
@@ -72,6 +73,7 @@ __all__ = [
     "GlmerResult",
     "nlmer",
     "NlmerResult",
+    "nonlinear",
     "Family",
     "family",
     "binomial",

@@ -25,6 +25,7 @@ from .design import NlmmDesign, build_nlmm_design, mean_function
 from .lb import lindstrom_bates
 from .pnls import fitted_at
 from .record import NlmerResult
+from .selfstart import SelfStart
 from .system import NlmmArrays, fixed_phi, gn_solve, mean_jacobian, nlmm_arrays, random_phi
 
 MAX_AGQ = 25
@@ -163,15 +164,16 @@ def _check_rowwise(design: NlmmDesign, G: NlmmArrays, beta: np.ndarray) -> None:
                             "another; write f(params, data) with element-wise operations")
 
 
-def nlmer(model: Any, data: Any, start: dict, random: str, *, fixed: dict | None = None, method: str = "laplace",
+def nlmer(model: Any, data: Any, start: dict | None = None, random: str | None = None, *, fixed: dict | None = None, method: str = "laplace",
           nagq: int = 1, reml: bool = False, correlation=None, variance=None, weights=None,
           max_iter: int = 1000) -> NlmerResult:
     """Fit a nonlinear mixed model ``y = f(phi) + e``, ``phi = A beta + B b`` per row.
 
     ``model``: ``"response ~ expression"`` of parameters and columns (:mod:`jaxlmm.nlmm.expression`)
-    or ``(response, f)`` with a JAX callable ``f(params, data) -> mean``, row-wise. ``start``:
-    fixed-effect starting values by parameter (a list for a parameter with a ``fixed`` formula,
-    in its coefficient order). ``random``: lme4 bars over parameter names, ``"(Asym | Tree)"``,
+    or ``(response, f)`` with a JAX callable ``f(params, data) -> mean``, row-wise, or a
+    self-starting model of :mod:`jaxlmm.nonlinear` (``jaxlmm.nonlinear.logistic("y", "age")``).
+    ``start``: fixed-effect starting values by parameter (a list for a parameter with a
+    ``fixed`` formula, in its coefficient order); optional for a self-starting model. ``random``: lme4 bars over parameter names, ``"(Asym | Tree)"``,
     ``"(lKa + lCl || Subject)"``, nested ``"(Asym | Block/Plot)"``, crossed terms.
     ``fixed``: ``{"Asym": "Type * Treatment"}``, a parameter's own fixed-effects formula.
     ``method``: ``"laplace"`` (lme4's nlmer), ``"agq"`` with ``nagq`` nodes (one random effect
@@ -184,9 +186,18 @@ def nlmer(model: Any, data: Any, start: dict, random: str, *, fixed: dict | None
                             "fit with correlation=None, variance=None")
     if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
         raise ArgumentError(f"max_iter must be a positive integer, got {max_iter!r}")
-    start = _check_start(start, model)
-    mean = mean_function(model, tuple(start))
-    design = build_nlmm_design(mean, data, tuple(start), random, fixed, weights)
+    self_start = model if isinstance(model, SelfStart) else None
+    if self_start is not None:
+        model = self_start.text
+    if self_start is None or start is not None:
+        start = _check_start(start, model)
+        names = tuple(start)
+    else:
+        names = self_start.params
+    mean = mean_function(model, names)
+    design = build_nlmm_design(mean, data, names, random, fixed, weights)
+    if self_start is not None and start is None:
+        start = _check_start(self_start.start(design.lmm.y, design.data), model)
     method, nagq = _check_method(method, nagq, reml, design)
     beta0 = _start_beta(design, start)
     specs = tuple(template_spec(t.width, t.uncorrelated) for t in design.lmm.terms)
