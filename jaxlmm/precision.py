@@ -19,6 +19,8 @@ import contextlib
 import threading
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import threadpoolctl
 
 from .compilation import cache_context
@@ -61,3 +63,12 @@ def float64():
             return
         with jax.enable_x64(True):
             yield
+
+
+def zero_cotangent(tree):
+    """Zero cotangents for a pytree of arrays (``float0`` for integer and boolean leaves)."""
+    def zero(a):
+        if jnp.issubdtype(a.dtype, jnp.inexact):
+            return jnp.zeros_like(a)
+        return np.zeros(np.shape(a), dtype=jax.dtypes.float0)
+    return jax.tree_util.tree_map(zero, tree)

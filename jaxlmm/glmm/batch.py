@@ -25,7 +25,8 @@ from ..covariance.sdcor import sdcor_from_varpar
 from ..progress import progress
 from ..optim.finish import fd_step
 from ..optim.finish import central_hessian
-from .fit import beta_covariance, fit_core
+from ..optim.finish import beta_covariance
+from .fit import fit_core
 
 
 @functools.partial(jax.jit, static_argnames=("nagq",))

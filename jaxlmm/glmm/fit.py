@@ -25,7 +25,7 @@ from . import pirls, start
 from ..covariance.templates import check_theta, diagonal_mask, rectify, templates_np, theta_names, theta_start
 from ..errors import ArgumentError, FitError, FitWarning
 from ..optim import finish
-from ..optim.finish import SINGULAR_TOL, central_hessian, central_points, fd_step
+from ..optim.finish import SINGULAR_TOL, beta_covariance, central_hessian, central_points, fd_step
 from ..optim.bfgs import bfgs_init, bfgs_result, bfgs_run, minimize_bfgs, run_in_chunks
 from ..precision import float64
 from ..progress import logger
@@ -224,21 +224,6 @@ def optimise(model: GlmmModel, x0: np.ndarray, glm_beta: bool = False, max_iter:
                 converged=converged, message=msg, singular=singular,
                 boundary=small, u=u, eta=eta, pirls_iterations=it, pirls_converged=ok and bool(np.isfinite(f)),
                 hessian_min_eig=lam, restarts=restarts, gmax=gmax)
-
-
-def beta_covariance(H: np.ndarray, k: int, p: int, boundary: np.ndarray) -> tuple[np.ndarray, bool]:
-    """``Var(beta)``: the beta block of ``2 H^{-1}`` (rows of theta at the boundary left out).
-    Returns ``(V, ok)``; ``ok`` False when ``H`` is not positive definite there (NaN then)."""
-    keep = ~boundary
-    Hk = H[np.ix_(keep, keep)]
-    kb = int(np.sum(keep[:k]))
-    try:
-        np.linalg.cholesky(0.5 * (Hk + Hk.T))
-    except np.linalg.LinAlgError:
-        return np.full((p, p), np.nan), False
-    A = 2.0 * np.linalg.inv(Hk)
-    V = A[kb : kb + p, kb : kb + p]
-    return 0.5 * (V + V.T), True
 
 
 def separation(model: GlmmModel, eta: np.ndarray) -> str | None:

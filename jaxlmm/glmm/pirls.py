@@ -44,6 +44,7 @@ from ..kernels.structure import key_name
 from ..gram.blocks import stage_pattern
 from ..gram.shards import segment_cross
 from ..lmm.objective import scale_blocks
+from ..precision import zero_cotangent
 from .rows import pad, padding_values
 
 PIRLS_MAX_ITER = 60
@@ -281,19 +282,10 @@ def _implicit_bwd(res, u_bar):
     lam = solve_leading(G.structure, f, list(u_bar))
     _, vjp = jax.vjp(lambda t, b, p: score_term(u_star, t, b, p, G), theta, beta, phi)
     t_bar, b_bar, p_bar = vjp(lam)
-    return ([jnp.zeros_like(v) for v in u_star], t_bar, b_bar, p_bar, _zero_cotangent(G))
+    return ([jnp.zeros_like(v) for v in u_star], t_bar, b_bar, p_bar, zero_cotangent(G))
 
 
 implicit_newton_step.defvjp(_implicit_fwd, _implicit_bwd)
-
-
-def _zero_cotangent(tree):
-    """Zero cotangents for a pytree of arrays (``float0`` for integer and boolean leaves)."""
-    def zero(a):
-        if jnp.issubdtype(a.dtype, jnp.inexact):
-            return jnp.zeros_like(a)
-        return np.zeros(np.shape(a), dtype=jax.dtypes.float0)
-    return jax.tree_util.tree_map(zero, tree)
 
 
 def zero_modes(G: GlmmArrays, dtype=jnp.float64) -> list:

@@ -17,6 +17,7 @@ from ..covariance.tables import ranef_table, varcorr_table
 from ..covariance.templates import template_spec, templates_np, theta_names, theta_start
 from ..errors import ArgumentError, DataError, FitWarning
 from ..lmm.fit import Conditional
+from ..optim.finish import beta_covariance
 from ..precision import float64
 from ..progress import logger
 from ..records import make_mapping, read_only
@@ -240,18 +241,6 @@ def _frame(V, names) -> pd.DataFrame:
     return pd.DataFrame(np.asarray(V, dtype=np.float64), index=list(names), columns=list(names))
 
 
-def _beta_vcov(H: np.ndarray, k: int, p: int, boundary: np.ndarray) -> tuple[np.ndarray, bool]:
-    keep = ~np.concatenate([boundary[:k], np.zeros(H.shape[0] - k, bool)])
-    Hk = H[np.ix_(keep, keep)]
-    kb = int(np.sum(keep[:k]))
-    try:
-        np.linalg.cholesky(0.5 * (Hk + Hk.T))
-    except np.linalg.LinAlgError:
-        return np.full((p, p), np.nan), False
-    V = (2.0 * np.linalg.inv(Hk))[kb : kb + p, kb : kb + p]
-    return 0.5 * (V + V.T), True
-
-
 @jax.jit
 def _at_modes(theta, beta, u, G: NlmmArrays):
     phi_r = random_phi(u, theta, G)
@@ -276,7 +265,7 @@ class NlmmRanefSource:
 def _laplace_result(design, G, specs, o, method, nagq, t0) -> NlmerResult:
     k, p = G.n_theta, G.p
     theta, beta, sigma = o.x[:k], o.x[k : k + p], float(np.exp(o.x[k + p]))
-    V, ok = _beta_vcov(o.H, k, p, o.boundary)
+    V, ok = beta_covariance(o.H, k, p, o.boundary)
     raw = templates_np(o.x_raw[:k], specs)
     b = [ui @ T.T for ui, T in zip(o.u, raw)]
     with float64():

@@ -29,6 +29,7 @@ import numpy as np
 from jax import lax
 
 from ..kernels import solve_leading
+from ..precision import zero_cotangent
 from .system import NlmmArrays, exact_factor, fixed_phi, gn_log_det, gn_solve, mean_at, mean_jacobian, random_phi
 
 PNLS_MAX_ITER = 100
@@ -116,18 +117,10 @@ def _at_mode_bwd(res, u_bar):
     lam = solve_leading(G.structure, exact_factor(theta, phi, G), list(u_bar))
     _, vjp = jax.vjp(lambda t, b: _half_gradient(u_star, t, b, G), theta, beta)
     t_bar, b_bar = vjp(lam)
-    return ([jnp.zeros_like(v) for v in u_star], -t_bar, -b_bar, _zero_cotangent(G))
+    return ([jnp.zeros_like(v) for v in u_star], -t_bar, -b_bar, zero_cotangent(G))
 
 
 at_mode.defvjp(_at_mode_fwd, _at_mode_bwd)
-
-
-def _zero_cotangent(tree):
-    def zero(a):
-        if jnp.issubdtype(a.dtype, jnp.inexact):
-            return jnp.zeros_like(a)
-        return np.zeros(np.shape(a), dtype=jax.dtypes.float0)
-    return jax.tree_util.tree_map(zero, tree)
 
 
 def unpack(x, G: NlmmArrays):

@@ -145,3 +145,18 @@ def lower_start(x: np.ndarray, x0: np.ndarray, g: np.ndarray, H: np.ndarray, fre
         if better(vals[best], f):
             return pts[best], len(vals)
     return None, len(vals)
+
+
+def beta_covariance(H: np.ndarray, k: int, p: int, boundary: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``Var(beta)``: the beta block of ``2 H^{-1}`` (rows of theta at the boundary left out).
+    Returns ``(V, ok)``; ``ok`` False when ``H`` is not positive definite there (NaN then)."""
+    keep = ~boundary
+    Hk = H[np.ix_(keep, keep)]
+    kb = int(np.sum(keep[:k]))
+    try:
+        np.linalg.cholesky(0.5 * (Hk + Hk.T))
+    except np.linalg.LinAlgError:
+        return np.full((p, p), np.nan), False
+    A = 2.0 * np.linalg.inv(Hk)
+    V = A[kb : kb + p, kb : kb + p]
+    return 0.5 * (V + V.T), True
