@@ -69,17 +69,17 @@ def predict(fit, newdata=None, re: bool = True, new_levels: str = "population") 
     sub = df.loc[ok]
     enc = design.encoding
     frame = enc.frame(sub, dict.fromkeys(formula_cols), drop_unused=False)
-    X = _encode(design.x_spec, frame, "fixed-effects part", design.x_all_names, enc)
+    X = encode_new(design.x_spec, frame, "fixed-effects part", design.x_all_names, enc)
     keep = [design.x_all_names.index(c) for c in design.x_names]
     e = X[:, keep] @ beta
     if design.offset_column is not None:
         e = e + sub[design.offset_column].to_numpy(dtype=float)
     for o in design.offset_terms:
-        e = e + _encode(o.spec, frame, f"offset({o.expr})", None, enc)[:, 0]
+        e = e + encode_new(o.spec, frame, f"offset({o.expr})", None, enc)[:, 0]
     if re:
         bad = np.zeros(len(sub), bool)
         for t, b in zip(design.terms, fit._b):
-            Z = _encode(t.spec, frame, f"random-effects term {t.name}", t.column_names, enc)
+            Z = encode_new(t.spec, frame, f"random-effects term {t.name}", t.column_names, enc)
             labels = row_labels(sub, t.factors)
             index = {lv: k for k, lv in enumerate(t.levels)}
             codes = np.array([index.get(lv, -1) for lv in labels])
@@ -119,7 +119,9 @@ def _check_levels(spec, frame: pd.DataFrame, what: str, enc) -> None:
             )
 
 
-def _encode(spec, frame: pd.DataFrame, what: str, expected, enc) -> np.ndarray:
+def encode_new(spec, frame: pd.DataFrame, what: str, expected, enc) -> np.ndarray:
+    """The model matrix of new rows by a fit's formulaic ``spec`` (columns ``expected``), a level
+    unseen in the fit refused as a DataError."""
     _check_levels(spec, frame, what, enc)
     from formulaic.errors import DataMismatchWarning
 

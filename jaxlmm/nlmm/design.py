@@ -58,6 +58,8 @@ class NlmmDesign:
     ``mean``: the :class:`MeanFunction`; ``params``: parameter names in model order;
     ``A[k] (n, p_k)`` and ``a_names[k]`` each parameter's fixed-effects matrix and nlme's
     coefficient names (``Asym``, or ``Asym.(Intercept)``, ``Asym.TypeMississippi``);
+    ``a_designs[k]`` the LMM design of a parameter's own formula (its encoding, for new data),
+    None for a plain parameter;
     ``lmm``: the design of the random-effects terms (its ``terms`` are the bars, their columns
     the bars' per-row values, its ``y``, ``weights``, ``row_index`` the response, prior weights
     and rows used); ``term_params[i]`` the parameter index of each column of term ``i``;
@@ -67,7 +69,7 @@ class NlmmDesign:
     params: tuple[str, ...]
     A: tuple
     a_names: tuple
-    a_specs: tuple
+    a_designs: tuple
     lmm: Design
     term_params: tuple
     data: dict
@@ -207,17 +209,17 @@ def build_nlmm_design(mean: MeanFunction, data: Any, params: tuple[str, ...], ra
     for t in lmm.terms:
         term_params.append(tuple(params.index(c) for c in t.column_names))
     sub = df.loc[lmm.row_index]
-    A, names, specs = [], [], []
+    A, names, designs = [], [], []
     for p in params:
         if p in fixed_rhs:
             d = build_design(f"{mean.response} ~ {fixed_rhs[p]}", sub, require_random=False, caller=caller)
             A.append(d.X)
             names.append(tuple(f"{p}.{x}" for x in d.x_names))
-            specs.append(d.x_spec)
+            designs.append(d)
         else:
             A.append(np.ones((lmm.n, 1)))
             names.append((p,))
-            specs.append(None)
-    return NlmmDesign(mean=mean, params=tuple(params), A=tuple(A), a_names=tuple(names), a_specs=tuple(specs),
+            designs.append(None)
+    return NlmmDesign(mean=mean, params=tuple(params), A=tuple(A), a_names=tuple(names), a_designs=tuple(designs),
                       lmm=lmm, term_params=tuple(term_params), data=mdata,
                       fixed_formulas=tuple((p, fixed_rhs.get(p, "1")) for p in params))

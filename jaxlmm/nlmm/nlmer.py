@@ -32,7 +32,7 @@ from .system import NlmmArrays, fixed_phi, gn_solve, mean_jacobian, nlmm_arrays,
 MAX_AGQ = 25
 
 
-def _check_start(start: Any, model: Any) -> dict:
+def _check_start(start: Any) -> dict:
     if not isinstance(start, dict) or not start:
         raise ArgumentError("start must be a dict of fixed-effect starting values by parameter name, such as "
                             "{'Asym': 170, 'xmid': 700, 'scal': 350}")
@@ -191,14 +191,14 @@ def nlmer(model: Any, data: Any, start: dict | None = None, random: str | None =
     if self_start is not None:
         model = self_start.text
     if self_start is None or start is not None:
-        start = _check_start(start, model)
+        start = _check_start(start)
         names = tuple(start)
     else:
         names = self_start.params
     mean = mean_function(model, names)
     design = build_nlmm_design(mean, data, names, random, fixed, weights)
     if self_start is not None and start is None:
-        start = _check_start(self_start.start(design.lmm.y, design.data), model)
+        start = _check_start(self_start.start(design.lmm.y, design.data))
     method, nagq = _check_method(method, nagq, reml, design)
     beta0 = _start_beta(design, start)
     specs = tuple(template_spec(t.width, t.uncorrelated) for t in design.lmm.terms)
@@ -247,6 +247,9 @@ def _at_modes(theta, beta, u, G: NlmmArrays):
     _, _, fac = gn_solve(theta, fixed_phi(beta, G) + phi_r, phi_r, beta, G, False)
     f, f0, _ = fitted_at(u, theta, beta, G)
     return f, f0, fac
+
+
+_fitted_program = jax.jit(fitted_at)
 
 
 class NlmmRanefSource:
@@ -303,7 +306,7 @@ def _lb_result(design, G, specs, beta0, reml, t0, max_iter) -> NlmerResult:
     lme = e.lme
     theta = np.asarray(lme.theta)
     with float64():
-        f, f0, _ = fitted_at([jnp.asarray(v) for v in e.u], jnp.asarray(theta), jnp.asarray(e.beta), G)
+        f, f0, _ = _fitted_program([jnp.asarray(v) for v in e.u], jnp.asarray(theta), jnp.asarray(e.beta), G)
         f, f0 = np.asarray(f), np.asarray(f0)
     warn = []
     if not e.converged:

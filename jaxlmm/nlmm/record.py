@@ -16,6 +16,7 @@ import pandas as pd
 
 from .. import distributions
 from ..errors import ArgumentError, DataError
+from ..inference.predict import encode_new
 from ..lmm.record import FitAccessors
 from ..precision import float64
 from ..records import make_mapping
@@ -61,7 +62,6 @@ class NlmerResult(FitAccessors):
     _design: NlmmDesign
     _b: tuple
     _templates: tuple
-    _predictor: Any = None  # a callable (phi (n, P) -> f) for new rows, jitted on first use
 
     @property
     def formula(self) -> str:
@@ -224,10 +224,10 @@ def predict_rows(fit: NlmerResult, newdata: Any, re: bool, new_levels: str) -> p
     formula's encoding, the model's columns, the levels' random effects."""
     d = fit._design
     cols = set(column_names(newdata))
-    need = set(d.mean.columns) | {f for i, t in enumerate(d.lmm.terms) if re for f in t.factors}
-    for p, spec in zip(d.params, d.a_specs):
-        if spec is not None:
-            need |= set(spec.variables) if hasattr(spec, "variables") else set()
+    need = set(d.mean.columns) | {f for t in d.lmm.terms if re for f in t.factors}
+    for ad in d.a_designs:
+        if ad is not None:
+            need |= set(ad.fixed_variables)
     missing = sorted(c for c in need if c not in cols)
     if missing:
         raise DataError(f"newdata lacks the column {missing[0]!r}, which the fit uses")
@@ -235,15 +235,13 @@ def predict_rows(fit: NlmerResult, newdata: Any, re: bool, new_levels: str) -> p
     n = len(df)
     beta = fit._fixef.to_numpy()
     phi = np.zeros((n, len(d.params)))
-    for k, ((a, b), spec) in enumerate(zip(d.beta_slices, d.a_specs)):
-        if spec is None:
+    for k, ((a, b), ad) in enumerate(zip(d.beta_slices, d.a_designs)):
+        if ad is None:
             phi[:, k] = beta[a]
-        else:
-            try:
-                A = np.asarray(spec.get_model_matrix(df), dtype=np.float64)
-            except Exception as e:  # noqa: BLE001 - formulaic's error, reported as ours
-                raise DataError(f"cannot encode newdata for the fixed effects of {d.params[k]!r}: {e}") from None
-            phi[:, k] = A @ beta[a:b]
+            continue
+        frame = ad.encoding.frame(df, ad.fixed_variables, drop_unused=False)
+        A = encode_new(ad.x_spec, frame, f"fixed effects of {d.params[k]!r}", ad.x_all_names, ad.encoding)
+        phi[:, k] = A[:, [ad.x_all_names.index(c) for c in ad.x_names]] @ beta[a:b]
     if re:
         for i, t in enumerate(d.lmm.terms):
             lab = row_labels(df, t.factors)

@@ -91,6 +91,11 @@ def test_co2_covariate_model_lb(theoph):
     coef = fit.coef["Plant"]
     assert np.allclose(coef["Asym.(Intercept)"] - fit.fixef["Asym.(Intercept)"], b.loc[coef.index])
     assert np.allclose(coef["lrc"], fit.fixef["lrc"])
+    # new rows are encoded by each parameter's own formula; an unseen level is refused
+    assert np.allclose(fit.predict(co2), fit.fitted, atol=1e-9)
+    assert np.allclose(fit.predict(co2, re=False), fit.fitted_population, atol=1e-9)
+    with pytest.raises(jaxlmm.DataError, match="level 'Mars' of 'Type'"):
+        fit.predict(co2.assign(Type="Mars"))
 
 
 def test_co2_covariate_model_reml_fixed_point():
