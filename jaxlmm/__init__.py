@@ -56,7 +56,7 @@ from .lmm.many import lmer_many  # noqa: E402
 from .rside.variance import VarExp, VarIdent, VarPower  # noqa: E402
 from .lmm.result import LmerResult  # noqa: E402
 from .nlmm.nlmer import nlmer  # noqa: E402
-from .nlmm.record import NlmerResult  # noqa: E402
+from .nlmm.result import NlmerResult  # noqa: E402
 from .nlmm import selfstart as nonlinear  # noqa: E402
 from .progress import set_progress  # noqa: E402
 from .compilation import cache_dir, clear_cache, set_cache  # noqa: E402

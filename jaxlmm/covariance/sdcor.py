@@ -14,9 +14,11 @@ NumPy for host arrays.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..precision import float64
 from .templates import TemplateSpec, templates, templates_np
 
 
@@ -101,3 +103,11 @@ def sdcor_names(design, specs: tuple[TemplateSpec, ...]) -> list[str]:
 def is_sd(specs: tuple[TemplateSpec, ...]) -> np.ndarray:
     """Mask over sdcor (theta order, then sigma): True for standard deviations (and sigma)."""
     return np.concatenate([np.array(s.diagonal) for s in specs] + [np.array([True])])
+
+
+def sdcor_rows(theta: np.ndarray, specs: tuple[TemplateSpec, ...]) -> np.ndarray:
+    """sd/cor of the random effects in theta order (scale 1, no sigma) for each row of
+    ``theta (B, k)``: ``(B, k)`` (many fits of one design, as host arrays)."""
+    with float64():
+        f = jax.vmap(lambda t: sdcor_from_varpar(jnp.concatenate([t, jnp.ones(1)]), specs)[:-1])
+        return np.asarray(f(jnp.asarray(theta)))

@@ -21,7 +21,6 @@ from ..covariance.templates import diagonal_mask, rectify
 from ..optim import finish
 from ..optim.finish import SINGULAR_TOL
 from ..precision import float64
-from ..covariance.sdcor import sdcor_from_varpar
 from ..progress import progress
 from ..optim.finish import fd_step
 from ..optim.finish import central_hessian
@@ -94,9 +93,3 @@ def fit_responses(model, Y: np.ndarray, x0: np.ndarray, *, glm_beta: bool = Fals
     r["vcov_beta"] = np.stack(vcovs)
     return r
 
-
-def sdcor(x: np.ndarray, specs) -> np.ndarray:
-    """sd/cor of the random effects in theta order from ``theta`` rows ``(B, k)`` (scale 1)."""
-    with float64():
-        f = jax.vmap(lambda t: sdcor_from_varpar(jnp.concatenate([t, jnp.ones(1)]), specs)[:-1])
-        return np.asarray(f(jnp.asarray(x)))

@@ -16,7 +16,8 @@ from .family import Family, family as make_family
 from ..terms.frames import as_frame
 from .fit import start_values
 from .model import GlmmModel, check_nagq
-from .batch import fit_responses, sdcor
+from .batch import fit_responses
+from ..covariance.sdcor import sdcor_rows
 from ..covariance.templates import template_spec
 from ..lmm.many import check_responses, responses_matrix
 from ..terms.formula import parse_formula
@@ -70,7 +71,7 @@ def glmer_many(
     se = np.sqrt(np.maximum(np.diagonal(r["vcov_beta"], axis1=1, axis2=2), 0.0))
     for j, name in enumerate(x_names):
         frame[f"se_{name}"] = se[:, j]
-    sc = sdcor(r["x"][:, :k], specs)
+    sc = sdcor_rows(r["x"][:, :k], specs)
     for j, name in enumerate(sdcor_names(design, specs)[:-1]):
         frame[name] = sc[:, j]
     if not fam.scale_free:

@@ -23,7 +23,8 @@ from ..errors import ArgumentError, InferenceWarning
 from ..covariance.sdcor import sdcor_names
 from ..inference.simulate import check_simulation, response_vector
 from ..precision import float64
-from .batch import fit_responses, sdcor
+from .batch import fit_responses
+from ..covariance.sdcor import sdcor_rows
 from .fit import fit_glmm
 from .model import GlmmModel
 
@@ -100,7 +101,7 @@ def bootstrap(fit, n: int = 200, seed=None, batch_size: int | None = None) -> pd
     k, p = model.n_theta, model.p
     frame = pd.DataFrame(r["x"][:, k : k + p], columns=list(fit._fixef.index))
     names = sdcor_names(model.design, model.specs)[:-1]
-    sc = sdcor(r["x"][:, :k], model.specs)
+    sc = sdcor_rows(r["x"][:, :k], model.specs)
     for j, name in enumerate(names):
         frame[name] = sc[:, j]
     if not fit.family.scale_free:

@@ -2,6 +2,9 @@
 
 REML criteria of models with different fixed effects are not comparable, so REML fits are
 refitted by maximum likelihood first (as lme4 does, and said so in ``attrs["refitted"]``).
+lmer fits compare with lmer fits, glmer with glmer (one family and ``nagq``), nlmer with nlmer
+(one method: Laplace, AGQ with one ``nagq``, or Lindstrom-Bates, whose REML fits are refitted by
+ML).
 Models are ordered by their number of parameters; each row is tested against the previous:
 ``Chisq = deviance_prev - deviance``, ``Df = npar - npar_prev``, ``p = P(chi2_Df > Chisq)``.
 """
@@ -17,12 +20,23 @@ from ..glmm.record import GlmmFit
 from ..lmm.engine import fit_model
 from ..lmm.fit import optimizer_of
 from ..lmm.record import LmmFit
+from ..nlmm.record import NlmmFit
+from ..nlmm.simulate import refit_ml
+
+KINDS = ((LmmFit, "lmer"), (GlmmFit, "glmer"), (NlmmFit, "nlmer"))
 
 
 def _ml(fit):
     if not fit.reml:
         return fit
+    if isinstance(fit, NlmmFit):
+        return refit_ml(fit)
     return fit_model(fit._model, reml=False, start=None, stacklevel=4, optimizer=optimizer_of(fit))
+
+
+def _data(fit):
+    """The design holding the fit's response, rows and weights."""
+    return fit._design.lmm if isinstance(fit, NlmmFit) else fit._model.design
 
 
 def anova(*fits, names: list[str] | None = None, refit: bool = True) -> pd.DataFrame:
@@ -34,15 +48,23 @@ def anova(*fits, names: list[str] | None = None, refit: bool = True) -> pd.DataF
     """
     if len(fits) < 2:
         raise ArgumentError("anova needs at least two fitted models")
+    kinds = []
     for k, f in enumerate(fits):
-        if not isinstance(f, (LmmFit, GlmmFit)):
-            raise ArgumentError(
-                f"argument {k + 1} is a {type(f).__name__}, not a fitted model (LmerResult or GlmerResult)")
+        kind = next((name for cls, name in KINDS if isinstance(f, cls)), None)
+        if kind is None:
+            raise ArgumentError(f"argument {k + 1} is a {type(f).__name__}, not a fitted model (LmerResult, "
+                                "GlmerResult or NlmerResult)")
         f._rows_only("anova")
-    kinds = {isinstance(f, GlmmFit) for f in fits}
-    if len(kinds) > 1:
-        raise ArgumentError("anova compares lmer fits with lmer fits and glmer fits with glmer fits, not both")
-    if True in kinds:
+        kinds.append(kind)
+    if len(set(kinds)) > 1:
+        raise ArgumentError(f"anova compares fits of one kind (lmer with lmer, glmer with glmer, nlmer with nlmer); "
+                            f"these are {', '.join(kinds)}")
+    if kinds[0] == "nlmer":
+        how = {(f.method, f.nagq) for f in fits}
+        if len(how) > 1:
+            raise ArgumentError("nlmer fits by different methods (or nagq) have likelihood approximations that do "
+                                f"not compare: {sorted(how)}; refit them by one method")
+    if kinds[0] == "glmer":
         fams = {(f.family.name, f.family.link.name) for f in fits}
         if len(fams) > 1:
             raise ArgumentError(f"glmer fits with different families or links are not nested: {sorted(fams)}")
@@ -53,9 +75,9 @@ def anova(*fits, names: list[str] | None = None, refit: bool = True) -> pd.DataF
     names = [str(n) for n in names]
     if len(names) != len(fits) or len(set(names)) != len(names):
         raise ArgumentError(f"names must give one distinct label per model ({len(fits)})")
-    base = fits[0]._model.design
+    base = _data(fits[0])
     for k, f in enumerate(fits[1:], start=2):
-        d = f._model.design
+        d = _data(f)
         if d.response != base.response:
             raise ArgumentError(
                 f"model {k} has response {d.response!r}, model 1 {base.response!r}: "

@@ -116,13 +116,14 @@ def _aligned(y: pd.Series, rows: pd.Index, name: str) -> pd.Series:
     return y.loc[rows]
 
 
-def response_vector(fit, y, *, booleans: bool = False, name: str = "y") -> np.ndarray:
+def response_vector(fit, y, *, booleans: bool = False, name: str = "y", rows: pd.Index | None = None) -> np.ndarray:
     """A new response for ``fit.refit``: one finite number per row used, as float64 ``(nobs,)``.
 
     ``y``: a sequence, a 1-D array (or an ``(nobs, 1)`` column), matched to the rows by
     position, or a Series or one-column DataFrame, matched by index label. Strings (even ``"1.5"``), complex numbers, dates and other non-numbers are a
     DataError, so are booleans unless ``booleans`` (a binomial response), and missing or
-    infinite values; a wrong shape or length is an ArgumentError. All name ``name``.
+    infinite values; a wrong shape or length is an ArgumentError. All name ``name``. ``rows``:
+    the labels of the rows the fit used (default: its design's).
     """
     nobs = fit.nobs
     want = f"one number per row used in the fit ({nobs})"
@@ -132,7 +133,7 @@ def response_vector(fit, y, *, booleans: bool = False, name: str = "y") -> np.nd
             raise ArgumentError(f"{name} is a DataFrame with {y.shape[1]} columns ({cols}); pass one column: {want}")
         y = y.iloc[:, 0]
     if isinstance(y, pd.Series):
-        y = _aligned(y, fit._model.design.row_index, name)
+        y = _aligned(y, fit._model.design.row_index if rows is None else rows, name)
     if isinstance(y, (str, bytes, dict, set)) or y is None:
         raise ArgumentError(f"{name} must be an array or Series of {want}, got {type(y).__name__}")
     if isinstance(y, pd.Series):

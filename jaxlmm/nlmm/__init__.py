@@ -4,6 +4,6 @@ Lindstrom-Bates iterations, and the fitted model."""
 
 from .expression import FUNCTIONS, MeanExpression, parse_model
 from .nlmer import nlmer
-from .record import NlmerResult
+from .result import NlmerResult
 
 __all__ = ["FUNCTIONS", "MeanExpression", "NlmerResult", "nlmer", "parse_model"]

@@ -21,7 +21,6 @@ point).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import warnings
 
 import jax
@@ -30,6 +29,7 @@ import numpy as np
 
 from ..covariance.templates import rectify
 from ..errors import FitWarning
+from ..kernels import blocked_cholesky
 from ..kernels.cholesky import blocked_log_diagonal
 from ..lmm.engine import fit_model
 from ..lmm.model import LmerModel
@@ -86,32 +86,54 @@ def _lme_criterion(theta, diag0, off0, G: NlmmArrays, reml: bool):
     return criterion_from_log_diagonal(bd, lead, trail, G.y.shape[0], G.p, reml, jnp.sum(jnp.log(G.w)))
 
 
-@functools.partial(jax.jit, static_argnames=("reml",))
-def _lb_program(theta0, beta0, G: NlmmArrays, reml: bool, max_outer):
-    """The Lindstrom-Bates iterations in one program (module docstring): returns the last
-    ``theta`` (the LME step's), ``beta`` and modes ``u`` (PNLS's before it), the LME criterion, the
-    number of iterations and whether they met the tolerance."""
+def _linear_gram(theta, beta, u, G: NlmmArrays):
+    """The linearised LMM's unscaled Gram blocks of ``[Z~ X~ w]`` at PNLS's ``(u, beta)`` under
+    ``theta`` (the LME step's data)."""
+    phi_r = random_phi(u, theta, G)
+    f, J = mean_jacobian(fixed_phi(beta, G) + phi_r, G)
+    Xt = beta_jacobian(J, G)
+    w = G.y - f + Xt @ beta + jnp.sum(J * phi_r, axis=1)
+    return gram_blocks(gn_weights(J, G), J, jnp.concatenate([Xt, w[:, None]], axis=1), G, 0.0)
+
+
+def lb_iterations(theta0, beta0, G: NlmmArrays, reml: bool, max_outer):
+    """The Lindstrom-Bates iterations (module docstring), traceable: the last ``theta`` (the
+    LME step's), ``beta`` and modes ``u`` (PNLS's before it), the LME criterion, the number of
+    iterations, whether they met the tolerance, and the ``theta`` PNLS used last."""
 
     def body(c):
-        theta, beta, u, it, _, prev = c
+        theta, beta, u, it, _, prev, _ = c
         u, beta, _, _, _ = pnls.pnls(theta, beta, G, u0=u, joint=True)
-        phi_r = random_phi(u, theta, G)
-        f, J = mean_jacobian(fixed_phi(beta, G) + phi_r, G)
-        Xt = beta_jacobian(J, G)
-        w = G.y - f + Xt @ beta + jnp.sum(J * phi_r, axis=1)
-        diag0, off0 = gram_blocks(gn_weights(J, G), J, jnp.concatenate([Xt, w[:, None]], axis=1), G, 0.0)
+        diag0, off0 = _linear_gram(theta, beta, u, G)
         r = minimize_bfgs(lambda t: _lme_criterion(t, diag0, off0, G, reml), theta, gtol=1e-9, max_iter=500)
         d_theta = jnp.max(jnp.abs(r.x - theta) / (1.0 + jnp.abs(theta)), initial=0.0)
         done = (it > 0) & (d_theta <= LB_RTOL) & (jnp.abs(r.fun - prev) <= 1e-2 * LB_RTOL * (1.0 + jnp.abs(r.fun)))
-        return r.x, beta, u, it + 1, done, r.fun
+        return r.x, beta, u, it + 1, done, r.fun, theta
 
     def cond(c):
         return (~c[4]) & (c[3] < max_outer)
 
     init = (theta0, beta0, pnls.zero_modes(G, beta0.dtype), jnp.asarray(0), jnp.asarray(False),
-            jnp.asarray(jnp.inf, beta0.dtype))
-    theta, beta, u, it, done, obj = jax.lax.while_loop(cond, body, init)
-    return theta, beta, u, obj, it, done
+            jnp.asarray(jnp.inf, beta0.dtype), theta0)
+    return jax.lax.while_loop(cond, body, init)
+
+
+_lb_program = jax.jit(lb_iterations, static_argnames=("reml",))
+
+
+def lme_beta_covariance(theta_pnls, theta, beta, u, G: NlmmArrays, reml: bool):
+    """``Var(beta)`` and ``sigma`` of the LME step at ``theta`` on the data linearised at PNLS's
+    ``(u, beta)`` under ``theta_pnls``: with ``[R_X r]`` the last stage of the Cholesky factor of
+    the scaled ``[Z~ Lambda, X~, w]`` system, ``sigma^2 = r^2 / nu`` (``nu = n - p`` for REML,
+    ``n`` for ML) and ``Var(beta) = sigma^2 (R_X R_X')^{-1}`` (traceable)."""
+    d, o = scale_blocks(theta, G.specs, *_linear_gram(theta_pnls, beta, u, G))
+    tail = blocked_cholesky(G.joint, d, o).tail
+    m, p = tail.shape[0], G.p
+    R = tail[m - 1 - p : m - 1, m - 1 - p : m - 1]
+    nu = G.y.shape[0] - (p if reml else 0)
+    s2 = tail[m - 1, m - 1] ** 2 / nu
+    Ri = jax.scipy.linalg.solve_triangular(R, jnp.eye(p, dtype=R.dtype), lower=True)
+    return s2 * Ri.T @ Ri, jnp.sqrt(s2)
 
 
 def _linear_design(design: NlmmDesign, Xt, Zt, w):
@@ -128,7 +150,7 @@ def lindstrom_bates(design: NlmmDesign, G: NlmmArrays, beta0: np.ndarray, theta0
     iterations, then host ones with the LMM engine until theta, beta and the criterion settle
     (module docstring)."""
     with float64():
-        th, be, uj, obj, n_jit, _ = _lb_program(jnp.asarray(theta0, jnp.float64), jnp.asarray(beta0, jnp.float64),
+        th, be, uj, n_jit, _, obj, _ = _lb_program(jnp.asarray(theta0, jnp.float64), jnp.asarray(beta0, jnp.float64),
                                                 G, bool(reml), jnp.asarray(int(max_iter)))
         theta, beta = rectify(np.asarray(th), G.specs)[0], np.asarray(be)
         u, prev_obj = [np.asarray(v) for v in uj], float(obj)

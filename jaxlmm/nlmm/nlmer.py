@@ -5,29 +5,20 @@ every argument checked before any computation."""
 from __future__ import annotations
 
 import time
-import warnings
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 
-from ..covariance.tables import ranef_table, varcorr_table
-from ..covariance.templates import template_spec, templates_np, theta_names, theta_start
-from ..errors import ArgumentError, DataError, FitWarning
-from ..lmm.fit import Conditional
-from ..optim.finish import beta_covariance
+from ..errors import ArgumentError, DataError
 from ..precision import float64
-from ..progress import logger
-from ..records import make_mapping, read_only
 from . import fit as nfit
+from .build import arrays_of, fit_arrays, start_x
 from .design import NlmmDesign, build_nlmm_design, mean_function
-from .lb import lindstrom_bates
-from .pnls import fitted_at
-from .record import NlmerResult
+from .result import NlmerResult
 from .selfstart import SelfStart
-from .system import NlmmArrays, fixed_phi, gn_solve, mean_jacobian, nlmm_arrays, random_phi
+from .system import NlmmArrays, fixed_phi, mean_jacobian
 
 MAX_AGQ = 25
 
@@ -201,9 +192,7 @@ def nlmer(model: Any, data: Any, start: dict | None = None, random: str | None =
         start = _check_start(self_start.start(design.lmm.y, design.data))
     method, nagq = _check_method(method, nagq, reml, design)
     beta0 = _start_beta(design, start)
-    specs = tuple(template_spec(t.width, t.uncorrelated) for t in design.lmm.terms)
-    with float64():
-        G = nlmm_arrays(design, specs, nagq=nagq if method == "agq" else 1)
+    G = arrays_of(design, method, nagq)
     if mean.function is not None:
         _check_rowwise(design, G, beta0)
     _check_model_at(design, G, beta0)
@@ -213,114 +202,4 @@ def nlmer(model: Any, data: Any, start: dict | None = None, random: str | None =
         with float64():
             r = np.asarray(G.y) - np.asarray(_start_check(jnp.asarray(beta0), G)[1])
         rss = float(np.sum(np.asarray(G.w) * r * r))
-    if method == "lb":
-        return _lb_result(design, G, specs, beta_nls, reml, t0, max_iter)
-    x0 = np.concatenate([theta_start(specs), beta_nls, [0.5 * np.log(max(rss, 1e-300) / design.n)]])
-    with float64():
-        o = nfit.optimise(G, x0, max_iter=max_iter)
-    return _laplace_result(design, G, specs, o, method, nagq, t0)
-
-
-def _finish(design, info, warn, kwargs) -> NlmerResult:
-    info["warnings"] = tuple(warn)
-    result = NlmerResult(model=design.mean.text, nobs=design.n, n_dropped=design.lmm.n_dropped,
-                         theta_names=tuple(theta_names(design.lmm.terms)), optinfo=make_mapping(info),
-                         ngroups=make_mapping({t.name: t.n_levels for t in design.lmm.terms}), _design=design, **kwargs)
-    logger.info("fitted nlmer %s (%s): %.2f s, -2 log L %.6f", design.mean.text, result.method, info["time_s"],
-                result.objective)
-    if warn:
-        warnings.warn("; ".join(warn) + " (details in fit.diagnostics)", FitWarning, stacklevel=3)
-    return result
-
-
-def _series(v, names, label) -> pd.Series:
-    return pd.Series(np.asarray(v, dtype=np.float64), index=list(names), name=label)
-
-
-def _frame(V, names) -> pd.DataFrame:
-    return pd.DataFrame(np.asarray(V, dtype=np.float64), index=list(names), columns=list(names))
-
-
-@jax.jit
-def _at_modes(theta, beta, u, G: NlmmArrays):
-    phi_r = random_phi(u, theta, G)
-    _, _, fac = gn_solve(theta, fixed_phi(beta, G) + phi_r, phi_r, beta, G, False)
-    f, f0, _ = fitted_at(u, theta, beta, G)
-    return f, f0, fac
-
-
-_fitted_program = jax.jit(fitted_at)
-
-
-class NlmmRanefSource:
-    """The conditional modes with SDs from the Gauss-Newton factor at the modes (picklable)."""
-
-    def __init__(self, terms, b, templates, sigma, structure, factor) -> None:
-        self.terms, self.b, self.templates, self.sigma = terms, b, templates, sigma
-        self.structure, self.factor = structure, factor
-
-    def __call__(self):
-        cond = Conditional(beta=np.zeros(0), vcov=np.zeros((0, 0)), sigma=self.sigma, b=self.b,
-                           templates=self.templates, structure=self.structure, factor=self.factor)
-        return ranef_table(self.terms, self.b, cond.cond_cov())
-
-
-def _laplace_result(design, G, specs, o, method, nagq, t0) -> NlmerResult:
-    k, p = G.n_theta, G.p
-    theta, beta, sigma = o.x[:k], o.x[k : k + p], float(np.exp(o.x[k + p]))
-    V, ok = beta_covariance(o.H, k, p, o.boundary)
-    raw = templates_np(o.x_raw[:k], specs)
-    b = [ui @ T.T for ui, T in zip(o.u, raw)]
-    with float64():
-        f, f0, fac = _at_modes(jnp.asarray(o.x_raw[:k]), jnp.asarray(beta), [jnp.asarray(v) for v in o.u], G)
-        f, f0 = np.asarray(f), np.asarray(f0)
-        factor = ([np.asarray(d) for d in fac.diag], {n: np.asarray(v) for n, v in fac.off.items()},
-                  np.asarray(fac.tail))
-        structure = jax.tree_util.tree_map(np.asarray, G.structure)
-    Ts = templates_np(theta, specs)
-    warn = []
-    if not o.pnls_converged:
-        warn.append(f"PNLS did not converge to the conditional modes at the estimates ({o.pnls_iterations} iterations)")
-    if not o.converged:
-        warn.append(f"the optimiser did not converge ({o.message}; max |gradient| {o.gmax:.3g})")
-    if o.singular:
-        warn.append("boundary (singular) fit: a variance component is zero or a correlation is +-1")
-    if not ok:
-        warn.append("the Hessian of -2 log L is not positive definite: standard errors are NaN")
-    info = dict(method=method, converged=bool(o.converged and o.pnls_converged), status=o.status, message=o.message,
-                n_iter=o.n_iter, n_evals=o.n_evals, grad=read_only(o.grad), pnls_converged=o.pnls_converged,
-                pnls_iterations=o.pnls_iterations, hessian_ok=ok, hessian_min_eig=o.hessian_min_eig,
-                restarts=o.restarts, time_s=time.perf_counter() - t0)
-    names = list(design.x_names)
-    return _finish(design, info, warn, dict(
-        method=method, nagq=nagq, reml=False, objective=float(o.objective),
-        _fixef=_series(beta, names, "estimate"), _se=_series(np.sqrt(np.diag(V)), names, "std_error"),
-        _vcov=_frame(V, names), sigma=sigma, theta=read_only(theta), _varcorr=varcorr_table(design.lmm.terms, Ts, sigma),
-        _ranef_source=NlmmRanefSource(design.lmm.terms, b, [T.copy() for T in raw], sigma, structure, factor),
-        singular=bool(o.singular), _fitted=read_only(f), _fitted_population=read_only(f0), hessian=read_only(o.H),
-        _b=tuple(read_only(v) for v in b), _templates=tuple(Ts)))
-
-
-def _lb_result(design, G, specs, beta0, reml, t0, max_iter) -> NlmerResult:
-    e = lindstrom_bates(design, G, beta0, theta_start(specs), reml, max_iter=min(max_iter, 200))
-    lme = e.lme
-    theta = np.asarray(lme.theta)
-    with float64():
-        f, f0, _ = _fitted_program([jnp.asarray(v) for v in e.u], jnp.asarray(theta), jnp.asarray(e.beta), G)
-        f, f0 = np.asarray(f), np.asarray(f0)
-    warn = []
-    if not e.converged:
-        warn.append(f"the Lindstrom-Bates iterations did not reach their fixed point in {e.iterations} iterations")
-    if not e.pnls_converged:
-        warn.append("PNLS did not converge to the conditional modes at the estimates")
-    warn += [m for m in e.lme_warnings if "details in fit.diagnostics" not in m]
-    warn += [m.replace(" (details in fit.diagnostics)", "") for m in e.lme_warnings if "details in fit.diagnostics" in m]
-    info = dict(method="lb", converged=bool(e.converged and e.pnls_converged and lme.converged),
-                message=lme.optinfo["message"], n_iter=e.iterations, n_evals=lme.optinfo["n_evals"],
-                pnls_converged=e.pnls_converged, lme_converged=lme.converged, time_s=time.perf_counter() - t0)
-    return _finish(design, info, warn, dict(
-        method="lb", nagq=1, reml=bool(reml), objective=float(lme.objective), _fixef=lme._fixef.copy(),
-        _se=lme._se.copy(), _vcov=lme._vcov.copy(), sigma=float(lme.sigma), theta=read_only(theta),
-        _varcorr=lme._varcorr.copy(), _ranef_source=lme._ranef_source, singular=bool(lme.singular),
-        _fitted=read_only(f), _fitted_population=read_only(f0), hessian=None,
-        _b=tuple(read_only(np.asarray(v)) for v in lme._b), _templates=tuple(templates_np(theta, specs))))
+    return fit_arrays(design, G, method, nagq, reml, start_x(design, beta_nls, rss), max_iter, NlmerResult, t0, stacklevel=3)

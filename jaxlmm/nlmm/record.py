@@ -1,4 +1,4 @@
-"""The fitted nonlinear mixed model: :class:`NlmerResult`, its immutable numbers and accessors
+"""The fitted nonlinear mixed model's record: :class:`NlmmFit`, its immutable numbers and accessors
 (estimates in nlme's names, per-group coefficients, fitted values, residuals, information
 criteria, Wald tests and intervals, predictions, nlme's summary layout, broom's tidy/glance).
 """
@@ -29,7 +29,7 @@ METHODS = {"laplace": "Laplace", "agq": "adaptive Gauss-Hermite", "lb": "Lindstr
 
 
 @dataclasses.dataclass(frozen=True, repr=False, eq=False)
-class NlmerResult(FitAccessors):
+class NlmmFit(FitAccessors):
     """A nonlinear mixed model fitted by ML (or REML for ``method="lb"``).
 
     ``objective`` is ``-2 log L`` of the method's approximation (Laplace, adaptive Gauss-Hermite,
@@ -219,8 +219,8 @@ class NlmerResult(FitAccessors):
                 f"fixef: {fe}{flag}>")
 
 
-def predict_rows(fit: NlmerResult, newdata: Any, re: bool, new_levels: str) -> pd.Series:
-    """:meth:`NlmerResult.predict` for new rows: each parameter's fixed-effects matrix from its
+def predict_rows(fit: NlmmFit, newdata: Any, re: bool, new_levels: str) -> pd.Series:
+    """:meth:`NlmmFit.predict` for new rows: each parameter's fixed-effects matrix from its
     formula's encoding, the model's columns, the levels' random effects."""
     d = fit._design
     cols = set(column_names(newdata))
@@ -270,7 +270,7 @@ def _fmt(v: float) -> str:
     return f"{v:.6g}"
 
 
-def format_nlmm_summary(fit: NlmerResult) -> str:
+def format_nlmm_summary(fit: NlmmFit) -> str:
     """nlme's ``summary(nlme)`` layout: the model, information criteria, random effects (SDs and
     correlations), fixed effects with Wald tests, residual quantiles, group counts."""
     how = METHODS[fit.method] + (f" with {fit.nagq} nodes" if fit.method == "agq" else "")

@@ -6,7 +6,6 @@ from tests/data/nlmm_extra.R, whose header says what each holds)."""
 import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import jax.numpy as jnp
