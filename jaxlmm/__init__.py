@@ -55,6 +55,7 @@ from .glmm.result import GlmerResult  # noqa: E402
 from .lmm.many import lmer_many  # noqa: E402
 from .rside.variance import VarExp, VarIdent, VarPower  # noqa: E402
 from .lmm.result import LmerResult  # noqa: E402
+from .nlmm.many import nlmer_many  # noqa: E402
 from .nlmm.nlmer import nlmer  # noqa: E402
 from .nlmm.result import NlmerResult  # noqa: E402
 from .nlmm import selfstart as nonlinear  # noqa: E402
@@ -72,6 +73,7 @@ __all__ = [
     "glmer_many",
     "GlmerResult",
     "nlmer",
+    "nlmer_many",
     "NlmerResult",
     "nonlinear",
     "Family",

@@ -3,7 +3,8 @@ blocked Cholesky, Laplace / adaptive Gauss-Hermite objectives with implicit grad
 Lindstrom-Bates iterations, and the fitted model."""
 
 from .expression import FUNCTIONS, MeanExpression, parse_model
+from .many import nlmer_many
 from .nlmer import nlmer
 from .result import NlmerResult
 
-__all__ = ["FUNCTIONS", "MeanExpression", "NlmerResult", "nlmer", "parse_model"]
+__all__ = ["FUNCTIONS", "MeanExpression", "NlmerResult", "nlmer", "nlmer_many", "parse_model"]

@@ -172,9 +172,10 @@ def _numeric_column(df: pd.DataFrame, col: str, what: str) -> np.ndarray:
 
 
 def build_nlmm_design(mean: MeanFunction, data: Any, params: tuple[str, ...], random: Any, fixed: Any,
-                      weights=None, *, caller: str = "nlmer") -> NlmmDesign:
+                      weights=None, *, responses: np.ndarray | None = None, caller: str = "nlmer") -> NlmmDesign:
     """Validate and build the design (module docstring); every error is raised here, before any
-    computation."""
+    computation. ``responses (len(data), B)`` (``nlmer_many``): rows with a missing value in any
+    of them are dropped too; they come back in ``lmm.responses`` and ``lmm.y`` is the first."""
     columns = column_names(data)
     if mean.expression is not None:
         used_params, used_cols = mean.expression.check_names(params, columns)
@@ -202,13 +203,13 @@ def build_nlmm_design(mean: MeanFunction, data: Any, params: tuple[str, ...], ra
     fixed_part = " + ".join(["1"] + [f"({v})" for v in fixed_rhs.values()])
     pf = ParsedFormula(formula=f"{mean.response} ~ {fixed_part} + " + " + ".join(str(b) for b in bars),
                        response=mean.response, fixed=fixed_part, random=bars)
-    lmm = build_design(pf, df, weights=weights, extra_columns=extra or None, caller=caller)
+    lmm = build_design(pf, df, weights=weights, extra_columns=extra or None, responses=responses, caller=caller)
     aux = lmm.aux if lmm.aux is not None else pd.DataFrame(index=lmm.row_index)
     mdata = {c: _numeric_column(aux, c, "used by the model") for c in extra}
     term_params = []
     for t in lmm.terms:
         term_params.append(tuple(params.index(c) for c in t.column_names))
-    sub = df.loc[lmm.row_index]
+    sub = df.loc[lmm.row_index].assign(**{mean.response: lmm.y})
     A, names, designs = [], [], []
     for p in params:
         if p in fixed_rhs:

@@ -15,7 +15,7 @@ from ..errors import ArgumentError, DataError
 from ..precision import float64
 from . import fit as nfit
 from .build import arrays_of, fit_arrays, start_x
-from .design import NlmmDesign, build_nlmm_design, mean_function
+from .design import MeanFunction, NlmmDesign, build_nlmm_design, mean_function
 from .result import NlmerResult
 from .selfstart import SelfStart
 from .system import NlmmArrays, fixed_phi, mean_jacobian
@@ -156,28 +156,19 @@ def _check_rowwise(design: NlmmDesign, G: NlmmArrays, beta: np.ndarray) -> None:
                             "another; write f(params, data) with element-wise operations")
 
 
-def nlmer(model: Any, data: Any, start: dict | None = None, random: str | None = None, *, fixed: dict | None = None, method: str = "laplace",
-          nagq: int = 1, reml: bool = False, correlation=None, variance=None, weights=None,
-          max_iter: int = 1000) -> NlmerResult:
-    """Fit a nonlinear mixed model ``y = f(phi) + e``, ``phi = A beta + B b`` per row.
-
-    ``model``: ``"response ~ expression"`` of parameters and columns (:mod:`jaxlmm.nlmm.expression`)
-    or ``(response, f)`` with a JAX callable ``f(params, data) -> mean``, row-wise, or a
-    self-starting model of :mod:`jaxlmm.nonlinear` (``jaxlmm.nonlinear.logistic("y", "age")``).
-    ``start``: fixed-effect starting values by parameter (a list for a parameter with a
-    ``fixed`` formula, in its coefficient order); optional for a self-starting model. ``random``: lme4 bars over parameter names, ``"(Asym | Tree)"``,
-    ``"(lKa + lCl || Subject)"``, nested ``"(Asym | Block/Plot)"``, crossed terms.
-    ``fixed``: ``{"Asym": "Type * Treatment"}``, a parameter's own fixed-effects formula.
-    ``method``: ``"laplace"`` (lme4's nlmer), ``"agq"`` with ``nagq`` nodes (one random effect
-    per group), ``"lb"`` (nlme's Lindstrom-Bates; ``reml`` as nlme's ``method = "REML"``).
-    ``weights``: prior weights (residual variance ``sigma^2 / w``).
-    """
-    t0 = time.perf_counter()
+def check_options(correlation, variance, max_iter) -> int:
     if correlation is not None or variance is not None:
         raise ArgumentError("residual correlation and variance structures are not available for nlmer yet; "
                             "fit with correlation=None, variance=None")
     if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
         raise ArgumentError(f"max_iter must be a positive integer, got {max_iter!r}")
+    return int(max_iter)
+
+
+def model_and_start(model: Any, start: Any) -> tuple[MeanFunction, tuple, SelfStart | None, dict | None]:
+    """The mean function, the parameter names given, the self-starting model (if ``model`` is
+    one) and the checked start (``None`` when a self-starting model will supply it from the
+    data)."""
     self_start = model if isinstance(model, SelfStart) else None
     if self_start is not None:
         model = self_start.text
@@ -186,20 +177,51 @@ def nlmer(model: Any, data: Any, start: dict | None = None, random: str | None =
         names = tuple(start)
     else:
         names = self_start.params
-    mean = mean_function(model, names)
-    design = build_nlmm_design(mean, data, names, random, fixed, weights)
-    if self_start is not None and start is None:
+    return mean_function(model, names), names, self_start, start
+
+
+def fixed_start(design: NlmmDesign, self_start: SelfStart | None, start: dict | None, method: Any, nagq: Any,
+                reml: Any) -> tuple[str, int, np.ndarray, NlmmArrays]:
+    """The method and ``nagq`` checked against the design, the fixed-effect start ``beta0`` (from
+    the self-starting model on the design's response when ``start`` is None) and the device
+    arrays, with the model checked finite and row-wise at ``beta0``."""
+    if start is None:
         start = _check_start(self_start.start(design.lmm.y, design.data))
     method, nagq = _check_method(method, nagq, reml, design)
     beta0 = _start_beta(design, start)
     G = arrays_of(design, method, nagq)
-    if mean.function is not None:
+    if design.mean.function is not None:
         _check_rowwise(design, G, beta0)
     _check_model_at(design, G, beta0)
+    return method, nagq, beta0, G
+
+
+def nlmer(model: Any, data: Any, start: dict | None = None, random: str | None = None, *, fixed: dict | None = None,
+          method: str = "laplace", nagq: int = 1, reml: bool = False, correlation=None, variance=None, weights=None,
+          max_iter: int = 1000) -> NlmerResult:
+    """Fit a nonlinear mixed model ``y = f(phi) + e``, ``phi = A beta + B b`` per row.
+
+    ``model``: ``"response ~ expression"`` of parameters and columns (:mod:`jaxlmm.nlmm.expression`)
+    or ``(response, f)`` with a JAX callable ``f(params, data) -> mean``, row-wise, or a
+    self-starting model of :mod:`jaxlmm.nonlinear` (``jaxlmm.nonlinear.logistic("y", "age")``).
+    ``start``: fixed-effect starting values by parameter (a list for a parameter with a
+    ``fixed`` formula, in its coefficient order); optional for a self-starting model. ``random``: lme4 bars over
+    parameter names, ``"(Asym | Tree)"``, ``"(lKa + lCl || Subject)"``, nested ``"(Asym | Block/Plot)"``, crossed
+    terms. ``fixed``: ``{"Asym": "Type * Treatment"}``, a parameter's own fixed-effects formula.
+    ``method``: ``"laplace"`` (lme4's nlmer), ``"agq"`` with ``nagq`` nodes (one random effect
+    per group), ``"lb"`` (nlme's Lindstrom-Bates; ``reml`` as nlme's ``method = "REML"``).
+    ``weights``: prior weights (residual variance ``sigma^2 / w``).
+    """
+    t0 = time.perf_counter()
+    max_iter = check_options(correlation, variance, max_iter)
+    mean, names, self_start, start = model_and_start(model, start)
+    design = build_nlmm_design(mean, data, names, random, fixed, weights)
+    method, nagq, beta0, G = fixed_start(design, self_start, start, method, nagq, reml)
     beta_nls, rss, nls_ok = nfit.nls_start(G, beta0)
     if not (nls_ok and np.all(np.isfinite(beta_nls)) and np.isfinite(rss) and rss > 0):
         beta_nls = beta0
         with float64():
             r = np.asarray(G.y) - np.asarray(_start_check(jnp.asarray(beta0), G)[1])
         rss = float(np.sum(np.asarray(G.w) * r * r))
-    return fit_arrays(design, G, method, nagq, reml, start_x(design, beta_nls, rss), max_iter, NlmerResult, t0, stacklevel=3)
+    return fit_arrays(design, G, method, nagq, reml, start_x(design, beta_nls, rss), max_iter, NlmerResult, t0,
+                      stacklevel=3)

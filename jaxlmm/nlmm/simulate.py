@@ -108,17 +108,16 @@ def refit_ml(fit):
     return _refit_design(fit, fit._design, False, 4)
 
 
-def estimates_frame(x: np.ndarray, fit, index: pd.Index) -> pd.DataFrame:
+def estimates_frame(x: np.ndarray, design, index: pd.Index) -> pd.DataFrame:
     """One row per fit from ``x (B, k + p + 1) = (theta, beta, log sigma)``: the fixed effects in
-    the fit's names, the random effects' SDs and correlations (``sd_Asym|Tree``), ``sigma``."""
-    d = fit._design
-    specs = specs_of(d)
-    k, p = len(fit.theta), len(fit._fixef)
-    frame = pd.DataFrame(x[:, k : k + p], columns=list(fit._fixef.index), index=index)
+    nlme's names, the random effects' SDs and correlations (``sd_Asym|Tree``), ``sigma``."""
+    specs = specs_of(design)
+    k, p = sum(s.size for s in specs), design.p
+    frame = pd.DataFrame(x[:, k : k + p], columns=list(design.x_names), index=index)
     sigma = np.exp(x[:, k + p])
     sc = sdcor_rows(x[:, :k], specs)
-    is_sd = np.concatenate([np.asarray(s.rows) == np.asarray(s.cols) for s in specs]) if specs else np.zeros(0, bool)
-    for j, name in enumerate(sdcor_names(d.lmm, specs)[:-1]):
+    is_sd = np.concatenate([s.diagonal for s in specs]).astype(bool) if specs else np.zeros(0, bool)
+    for j, name in enumerate(sdcor_names(design.lmm, specs)[:-1]):
         frame[name] = sc[:, j] * sigma if is_sd[j] else sc[:, j]
     frame["sigma"] = sigma
     return frame
@@ -132,7 +131,7 @@ def bootstrap(fit, n: int = 200, seed=None, batch_size: int | None = None) -> pd
     G = arrays_of(fit._design, fit.method, fit.nagq)
     r = fit_responses(G, Y, fit._fixef.to_numpy(), fit.method, fit.reml, start=_x(fit), batch_size=batch_size,
                       label="bootstrap refits")
-    frame = estimates_frame(r["x"], fit, pd.RangeIndex(n, name="replicate"))
+    frame = estimates_frame(r["x"], fit._design, pd.RangeIndex(n, name="replicate"))
     frame["objective"] = r["objective"]
     frame["converged"] = r["converged"]
     frame.attrs.update(seed=seed, seconds=time.perf_counter() - t0)
