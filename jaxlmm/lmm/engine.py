@@ -36,13 +36,14 @@ from .record import LmmFit, RanefSource
 
 def fit_model(model: LmerModel, *, reml: bool, start: np.ndarray | None = None, max_iter: int = 1000,
               t0: float | None = None, stacklevel: int = 2, info: dict | None = None,
-              result_type: type = LmmFit, optimizer: str = "bfgs") -> LmmFit:
+              result_type: type = LmmFit, optimizer: str = "bfgs", rside_start: np.ndarray | None = None) -> LmmFit:
     """Optimise theta for a built model and assemble the record (lme4's optimizeLmer + mkMerMod),
     an instance of ``result_type`` (:class:`LmmFit` or a subclass).
 
     A model accumulated out of core (``not model.has_rows``) starts from lme4's identity
     templates and gets no per-row outputs. ``info`` is added to ``optinfo``. ``optimizer``:
-    ``"bfgs"`` or ``"newton"`` (:func:`jaxlmm.lmm.fit.fit_theta`)."""
+    ``"bfgs"`` or ``"newton"`` (:func:`jaxlmm.lmm.fit.fit_theta`). ``rside_start``: unconstrained
+    starting values of the residual structure's parameters (default: its own start)."""
     t0 = time.perf_counter() if t0 is None else t0
     optimizer = check_optimizer(optimizer, model.specs, model.rside is not None)
     design = model.design
@@ -61,7 +62,8 @@ def fit_model(model: LmerModel, *, reml: bool, start: np.ndarray | None = None, 
             Mc = M
         else:
             R = model.rside_arrays()
-            tf = fit_theta(M, np.r_[theta0, residual.start(R.meta)], max_iter=max_iter, rside=R, scale=scale)
+            u0 = residual.start(R.meta) if rside_start is None else np.asarray(rside_start, np.float64)
+            tf = fit_theta(M, np.r_[theta0, u0], max_iter=max_iter, rside=R, scale=scale)
             u = tf.theta[k:]
             nat = np.asarray(residual.natural(jnp.asarray(u), R.meta))
             rfit = residual.RSideFit(meta=R.meta, u=read_only(u), natural=read_only(nat))

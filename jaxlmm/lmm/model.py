@@ -44,9 +44,11 @@ class LmerModel(PicklableRecord):
 
 
     @classmethod
-    def from_design(cls, design: Design, correlation=None, variance=None, shard: bool = False) -> "LmerModel":
+    def from_design(cls, design: Design, correlation=None, variance=None, shard: bool = False,
+                    moment_start: bool = True) -> "LmerModel":
         """``shard``: sum the Gram blocks over row shards on this process's devices
-        (:mod:`jaxlmm.gram_shards`) instead of on the host."""
+        (:mod:`jaxlmm.gram_shards`) instead of on the host. ``moment_start``: as
+        :func:`jaxlmm.rside.residual.build_rside`."""
         specs = tuple(template_spec(t.width, t.uncorrelated) for t in design.terms)
         if shard:
             gram = gram_blocks_sharded(design)
@@ -54,7 +56,7 @@ class LmerModel(PicklableRecord):
             gram = gram_blocks(design)
         rside = None
         if correlation is not None or variance is not None:
-            rside = build_rside(design, gram, correlation, variance)
+            rside = build_rside(design, gram, correlation, variance, moment_start=moment_start)
         return cls(design=design, specs=specs, gram=gram, rside=rside)
 
     def rside_arrays(self):

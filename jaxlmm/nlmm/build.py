@@ -142,7 +142,8 @@ def _laplace_result(design, G, specs, o, method, nagq, t0, result_type, stacklev
 
 
 def _lb_result(design, G, specs, beta0, theta0, reml, t0, max_iter, result_type, stacklevel):
-    e = lindstrom_bates(design, G, beta0, theta0, reml, max_iter=min(max_iter, 200))
+    e = lindstrom_bates(design, G, beta0, theta0, reml, max_iter=min(max_iter, 200), correlation=design.correlation,
+                        variance=design.variance)
     lme = e.lme
     theta = np.asarray(lme.theta)
     with float64():
@@ -163,4 +164,5 @@ def _lb_result(design, G, specs, beta0, theta0, reml, t0, max_iter, result_type,
         _se=lme._se.copy(), _vcov=lme._vcov.copy(), sigma=float(lme.sigma), theta=read_only(theta),
         _varcorr=lme._varcorr.copy(), _ranef_source=lme._ranef_source, singular=bool(lme.singular),
         _fitted=read_only(f), _fitted_population=read_only(f0), hessian=None,
-        _b=tuple(read_only(np.asarray(v)) for v in lme._b), _templates=tuple(templates_np(theta, specs))), result_type, stacklevel + 1)
+        _b=tuple(read_only(np.asarray(v)) for v in lme._b), _templates=tuple(templates_np(theta, specs)),
+        _rside=lme._rside), result_type, stacklevel + 1)

@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ArgumentError, DataError, FormulaError
+from ..rside.residual import structure_columns
+from ..terms.rlang import closest
 from ..terms.design import Design, build_design
 from ..terms.formula import ParsedFormula, RandomTerm, parse_formula
 from ..terms.frames import as_frame, column_names
@@ -63,7 +65,8 @@ class NlmmDesign:
     ``lmm``: the design of the random-effects terms (its ``terms`` are the bars, their columns
     the bars' per-row values, its ``y``, ``weights``, ``row_index`` the response, prior weights
     and rows used); ``term_params[i]`` the parameter index of each column of term ``i``;
-    ``data`` the mean's columns for the rows used."""
+    ``data`` the mean's columns for the rows used; ``correlation``, ``variance`` the residual
+    structures (nlme's ``correlation=`` and ``weights=``; their columns are in ``lmm.aux``)."""
 
     mean: MeanFunction
     params: tuple[str, ...]
@@ -74,6 +77,8 @@ class NlmmDesign:
     term_params: tuple
     data: dict
     fixed_formulas: tuple
+    correlation: Any = None
+    variance: Any = None
 
     @property
     def n(self) -> int:
@@ -172,7 +177,8 @@ def _numeric_column(df: pd.DataFrame, col: str, what: str) -> np.ndarray:
 
 
 def build_nlmm_design(mean: MeanFunction, data: Any, params: tuple[str, ...], random: Any, fixed: Any,
-                      weights=None, *, responses: np.ndarray | None = None, caller: str = "nlmer") -> NlmmDesign:
+                      weights=None, *, responses: np.ndarray | None = None, correlation=None, variance=None,
+                      caller: str = "nlmer") -> NlmmDesign:
     """Validate and build the design (module docstring); every error is raised here, before any
     computation. ``responses (len(data), B)`` (``nlmer_many``): rows with a missing value in any
     of them are dropped too; they come back in ``lmm.responses`` and ``lmm.y`` is the first."""
@@ -193,6 +199,9 @@ def build_nlmm_design(mean: MeanFunction, data: Any, params: tuple[str, ...], ra
     expr_text = mean.expression.expression if mean.expression is not None else mean.text
     if mean.response not in columns:
         raise DataError(f"the response {mean.response!r} is not a column of the data")
+    for c, who in structure_columns(correlation, variance).items():  # before the parameters join the columns
+        if c not in columns:
+            raise DataError(f"unknown column {c!r} ({who}); {closest(c, columns)}")
     bars = parse_random(random, params, expr_text)
     fixed_rhs = _fixed_formulas(fixed, params, expr_text)
     frame = as_frame(data)
@@ -203,7 +212,8 @@ def build_nlmm_design(mean: MeanFunction, data: Any, params: tuple[str, ...], ra
     fixed_part = " + ".join(["1"] + [f"({v})" for v in fixed_rhs.values()])
     pf = ParsedFormula(formula=f"{mean.response} ~ {fixed_part} + " + " + ".join(str(b) for b in bars),
                        response=mean.response, fixed=fixed_part, random=bars)
-    lmm = build_design(pf, df, weights=weights, extra_columns=extra or None, responses=responses, caller=caller)
+    columns_used = {**structure_columns(correlation, variance), **extra}
+    lmm = build_design(pf, df, weights=weights, extra_columns=columns_used or None, responses=responses, caller=caller)
     aux = lmm.aux if lmm.aux is not None else pd.DataFrame(index=lmm.row_index)
     mdata = {c: _numeric_column(aux, c, "used by the model") for c in extra}
     term_params = []
@@ -223,4 +233,5 @@ def build_nlmm_design(mean: MeanFunction, data: Any, params: tuple[str, ...], ra
             designs.append(None)
     return NlmmDesign(mean=mean, params=tuple(params), A=tuple(A), a_names=tuple(names), a_designs=tuple(designs),
                       lmm=lmm, term_params=tuple(term_params), data=mdata,
-                      fixed_formulas=tuple((p, fixed_rhs.get(p, "1")) for p in params))
+                      fixed_formulas=tuple((p, fixed_rhs.get(p, "1")) for p in params), correlation=correlation,
+                      variance=variance)

@@ -37,6 +37,7 @@ from ..lmm.objective import criterion_from_log_diagonal, scale_blocks
 from ..lmm.record import LmmFit
 from ..optim.bfgs import minimize_bfgs
 from ..precision import float64
+from ..rside.residual import RSideArrays, whiten_rows
 from . import pnls
 from .design import NlmmDesign
 from .system import NlmmArrays, beta_jacobian, fixed_phi, gn_columns, gn_weights, gram_blocks, mean_jacobian, random_phi
@@ -67,6 +68,13 @@ class LbEnd:
 @jax.jit
 def _pnls_program(theta, beta, u0, G: NlmmArrays):
     u, beta, g, it, ok = pnls.pnls(theta, beta, G, u0=u0, joint=True)
+    return u, beta, ok
+
+
+@jax.jit
+def _pnls_white_program(theta, beta, u0, G: NlmmArrays, nat, R: RSideArrays):
+    """PNLS with the residual structure's whitening at its natural parameters ``nat``."""
+    u, beta, g, it, ok = pnls.pnls(theta, beta, G, u0=u0, joint=True, white=lambda V: whiten_rows(nat, R, V))
     return u, beta, ok
 
 
@@ -145,10 +153,15 @@ def _linear_design(design: NlmmDesign, Xt, Zt, w):
 
 
 def lindstrom_bates(design: NlmmDesign, G: NlmmArrays, beta0: np.ndarray, theta0: np.ndarray, reml: bool,
-                    max_iter: int = LB_MAX_ITER) -> LbEnd:
+                    max_iter: int = LB_MAX_ITER, correlation=None, variance=None) -> LbEnd:
     """Alternate PNLS and LME steps from ``(theta0, beta0)`` to the fixed point: the compiled
     iterations, then host ones with the LMM engine until theta, beta and the criterion settle
-    (module docstring)."""
+    (module docstring). With a residual ``correlation`` or ``variance`` structure every
+    iteration runs on the host: PNLS whitened by the structure at its last estimate (none at
+    the first), the LME step fitted with it."""
+    if correlation is not None or variance is not None:
+        return _host_iterations(design, G, np.asarray(beta0, np.float64), np.asarray(theta0, np.float64), None, None,
+                                reml, max_iter, 0, (correlation, variance))
     with float64():
         th, be, uj, n_jit, _, obj, _ = _lb_program(jnp.asarray(theta0, jnp.float64), jnp.asarray(beta0, jnp.float64),
                                                 G, bool(reml), jnp.asarray(int(max_iter)))
@@ -160,25 +173,37 @@ def lindstrom_bates(design: NlmmDesign, G: NlmmArrays, beta0: np.ndarray, theta0
     return _host_iterations(design, G, beta, theta, u, prev_obj, reml, max_iter, int(n_jit))
 
 
-def _host_iterations(design, G, beta, theta, u, prev_obj, reml, max_iter, n_before) -> LbEnd:
+def _host_iterations(design, G, beta, theta, u, prev_obj, reml, max_iter, n_before, structures=(None, None)) -> LbEnd:
     lme = None
     converged = False
     msgs: list[str] = []
     it = 0
+    R, nat, u_r = None, None, None  # the residual structure's device arrays and estimates
     for it in range(1, max_iter + 1):
         with float64():
             u0 = pnls.zero_modes(G) if u is None else [jnp.asarray(v) for v in u]
-            uj, bj, ok = _pnls_program(jnp.asarray(theta), jnp.asarray(beta), u0, G)
+            if R is None:
+                uj, bj, ok = _pnls_program(jnp.asarray(theta), jnp.asarray(beta), u0, G)
+            else:
+                uj, bj, ok = _pnls_white_program(jnp.asarray(theta), jnp.asarray(beta), u0, G, jnp.asarray(nat), R)
             Xt, Zt, w = _linearise(jnp.asarray(theta), bj, uj, G)
         u, beta_p, pnls_ok = [np.asarray(v) for v in uj], np.asarray(bj), bool(ok)
-        model = LmerModel.from_design(_linear_design(design, Xt, Zt, w))
+        model = LmerModel.from_design(_linear_design(design, Xt, Zt, w), *structures, moment_start=False)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", FitWarning)
-            lme = fit_model(model, reml=reml, start=theta if (it > 1 or prev_obj is not None) else None)
+            lme = fit_model(model, reml=reml, start=theta if (it > 1 or prev_obj is not None) else None,
+                            rside_start=u_r)
         msgs = [str(c.message) for c in caught if issubclass(c.category, FitWarning)]
+        d_r = 0.0
+        if model.rside is not None:
+            with float64():
+                R = model.rside_arrays()
+            nat = np.asarray(lme._rside.natural)
+            d_r = np.inf if u_r is None else np.max(np.abs(lme._rside.u - u_r) / (1.0 + np.abs(u_r)), initial=0.0)
+            u_r = np.asarray(lme._rside.u)
         theta_new = np.asarray(lme.theta)
         beta_new = np.asarray(lme._fixef)
-        d_theta = np.max(np.abs(theta_new - theta) / (1.0 + np.abs(theta)), initial=0.0)
+        d_theta = max(np.max(np.abs(theta_new - theta) / (1.0 + np.abs(theta)), initial=0.0), d_r)
         d_beta = np.max(np.abs(beta_new - beta_p) / (1.0 + np.abs(beta_p)), initial=0.0)
         d_obj = np.inf if prev_obj is None else abs(lme.objective - prev_obj) / (1.0 + abs(lme.objective))
         theta, beta, prev_obj = theta_new, beta_p, lme.objective

@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 
 from ..arguments import optional_positive_int
-from ..errors import FitWarning
+from ..errors import ArgumentError, FitWarning
 from ..lmm.many import check_responses, responses_matrix
 from ..terms.formula import ParsedFormula
 from ..terms.frames import as_frame
 from .batch import fit_responses
 from .design import build_nlmm_design
-from .nlmer import check_options, fixed_start, model_and_start
+from .nlmer import check_max_iter, fixed_start, model_and_start
 from .simulate import estimates_frame
 
 
@@ -41,7 +41,10 @@ def nlmer_many(model: Any, data: Any, start: dict | None = None, random: str | N
     ``FitWarning``; boundary estimates are not snapped to zero.
     """
     t0 = time.perf_counter()
-    max_iter = check_options(correlation, variance, max_iter)
+    max_iter = check_max_iter(max_iter)
+    if correlation is not None or variance is not None:
+        raise ArgumentError("nlmer_many fits independent residuals; fit a model with a residual correlation or "
+                            "variance structure response by response with nlmer(..., method='lb')")
     batch_size = optional_positive_int(batch_size, "batch_size")
     mean, names, self_start, start = model_and_start(model, start)
     df = as_frame(data)

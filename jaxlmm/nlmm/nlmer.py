@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import ArgumentError, DataError
+from ..lmm.model import LmerModel
 from ..precision import float64
 from . import fit as nfit
 from .build import arrays_of, fit_arrays, start_x
@@ -79,6 +80,15 @@ def _check_method(method: Any, nagq: Any, reml: Any, design: NlmmDesign) -> tupl
         raise ArgumentError(f"reml must be True or False, got {reml!r}")
     if reml and method != "lb":
         raise ArgumentError(f"reml=True is for method='lb' (nlme's REML); method={method!r} maximises the likelihood")
+    if (design.correlation is not None or design.variance is not None) and method != "lb":
+        what = " and ".join(n for n, v in (("correlation", design.correlation), ("variance", design.variance))
+                            if v is not None)
+        raise ArgumentError(f"a residual {what} structure is fitted by method='lb' (nlme's, with correlation= and "
+                            f"weights=); method={method!r} takes independent residuals")
+    if design.correlation is not None or design.variance is not None:
+        # the structures' own checks (groups nested in every grouping factor, times, strata),
+        # before any computation
+        LmerModel.from_design(design.lmm, design.correlation, design.variance, moment_start=False)
     terms = design.lmm.terms
     if method == "agq" and nagq == 1:
         method = "laplace"
@@ -156,10 +166,7 @@ def _check_rowwise(design: NlmmDesign, G: NlmmArrays, beta: np.ndarray) -> None:
                             "another; write f(params, data) with element-wise operations")
 
 
-def check_options(correlation, variance, max_iter) -> int:
-    if correlation is not None or variance is not None:
-        raise ArgumentError("residual correlation and variance structures are not available for nlmer yet; "
-                            "fit with correlation=None, variance=None")
+def check_max_iter(max_iter) -> int:
     if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
         raise ArgumentError(f"max_iter must be a positive integer, got {max_iter!r}")
     return int(max_iter)
@@ -210,12 +217,15 @@ def nlmer(model: Any, data: Any, start: dict | None = None, random: str | None =
     terms. ``fixed``: ``{"Asym": "Type * Treatment"}``, a parameter's own fixed-effects formula.
     ``method``: ``"laplace"`` (lme4's nlmer), ``"agq"`` with ``nagq`` nodes (one random effect
     per group), ``"lb"`` (nlme's Lindstrom-Bates; ``reml`` as nlme's ``method = "REML"``).
-    ``weights``: prior weights (residual variance ``sigma^2 / w``).
+    ``weights``: prior weights (residual variance ``sigma^2 / w``). ``correlation``, ``variance``:
+    residual structures within groups nested in every grouping factor, as for :func:`jaxlmm.lmer`
+    (``jaxlmm.AR1("Tree", "occasion")``, ``jaxlmm.VarPower("conc")``; nlme's ``correlation=`` and
+    ``weights=``), with ``method="lb"``.
     """
     t0 = time.perf_counter()
-    max_iter = check_options(correlation, variance, max_iter)
+    max_iter = check_max_iter(max_iter)
     mean, names, self_start, start = model_and_start(model, start)
-    design = build_nlmm_design(mean, data, names, random, fixed, weights)
+    design = build_nlmm_design(mean, data, names, random, fixed, weights, correlation=correlation, variance=variance)
     method, nagq, beta0, G = fixed_start(design, self_start, start, method, nagq, reml)
     beta_nls, rss, nls_ok = nfit.nls_start(G, beta0)
     if not (nls_ok and np.all(np.isfinite(beta_nls)) and np.isfinite(rss) and rss > 0):

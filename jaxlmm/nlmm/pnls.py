@@ -40,21 +40,26 @@ def zero_modes(G: NlmmArrays, dtype=jnp.float64) -> list:
     return [jnp.zeros((G.nlevels[i], G.specs[i].p), dtype) for i in range(G.n_terms)]
 
 
-def penalised(u, theta, beta, G: NlmmArrays):
-    """``g(u, beta)`` (a scalar)."""
+def penalised(u, theta, beta, G: NlmmArrays, white=None):
+    """``g(u, beta)`` (a scalar); with ``white``, the residual structure's whitened residuals."""
     phi = fixed_phi(beta, G) + random_phi(u, theta, G)
     r = G.y - mean_at(phi, G)
-    return jnp.sum(G.w * r * r) + sum(jnp.sum(v * v) for v in u)
+    if white is None:
+        rss = jnp.sum(G.w * r * r)
+    else:
+        rss = jnp.sum(white((jnp.sqrt(G.w) * r)[:, None]) ** 2)
+    return rss + sum(jnp.sum(v * v) for v in u)
 
 
-def pnls(theta, beta, G: NlmmArrays, u0=None, joint: bool = False, max_iter: int | None = None):
+def pnls(theta, beta, G: NlmmArrays, u0=None, joint: bool = False, max_iter: int | None = None, white=None):
     """Gauss-Newton with step halving from ``(u0, beta)``: returns ``(u, beta, g, iterations,
-    converged)``. Converged: the step's largest change is below ``1e-10 (1 + max |x|)``, or ``g``
+    converged)``. ``white``: the residual structure's whitening (nlme's PNLS with ``correlation``
+    or ``weights``), a traceable map of ``(n, c)`` columns. Converged: the step's largest change is below ``1e-10 (1 + max |x|)``, or ``g``
     stops decreasing beyond rounding; a non-finite or increasing ``g`` after all halvings stops
     it unconverged."""
     max_iter = PNLS_MAX_ITER if max_iter is None else max_iter
     u0 = zero_modes(G, beta.dtype) if u0 is None else u0
-    g0 = penalised(u0, theta, beta, G)
+    g0 = penalised(u0, theta, beta, G, white)
 
     def cond(c):
         return (~c[3]) & (c[2] < max_iter)
@@ -62,7 +67,7 @@ def pnls(theta, beta, G: NlmmArrays, u0=None, joint: bool = False, max_iter: int
     def body(c):
         (u, b), g, it, _, _ = c
         phi_r = random_phi(u, theta, G)
-        tu, tb, _ = gn_solve(theta, fixed_phi(b, G) + phi_r, phi_r, b, G, joint)
+        tu, tb, _ = gn_solve(theta, fixed_phi(b, G) + phi_r, phi_r, b, G, joint, white)
         du = [t - v for t, v in zip(tu, u)]
         db = tb - b
 
@@ -77,9 +82,9 @@ def pnls(theta, beta, G: NlmmArrays, u0=None, joint: bool = False, max_iter: int
             t, _, j = h
             t = 0.5 * t
             un, bn = at(t)
-            return t, penalised(un, theta, bn, G), j + 1
+            return t, penalised(un, theta, bn, G, white), j + 1
 
-        g_full = penalised(tu, theta, tb, G)
+        g_full = penalised(tu, theta, tb, G, white)
         t, gn, _ = lax.while_loop(h_cond, h_body, (jnp.asarray(1.0, g.dtype), g_full, jnp.asarray(0)))
         ok = jnp.isfinite(gn) & (gn <= g + 1e-15 * jnp.abs(g))
         un, bn = at(t)

@@ -62,6 +62,7 @@ class NlmmFit(FitAccessors):
     _design: NlmmDesign
     _b: tuple
     _templates: tuple
+    _rside: Any = None  # jaxlmm.rside.residual.RSideFit: the fitted residual structure, if any
 
     @property
     def formula(self) -> str:
@@ -100,8 +101,36 @@ class NlmmFit(FitAccessors):
 
     @property
     def df(self) -> int:
-        """Number of parameters: fixed effects, theta and sigma."""
-        return len(self._fixef) + len(self.theta) + 1
+        """Number of parameters: fixed effects, theta, the residual structure's and sigma."""
+        n_r = self._rside.meta.n_params if self._rside is not None else 0
+        return len(self._fixef) + len(self.theta) + n_r + 1
+
+    @property
+    def pearson_residuals(self) -> pd.Series:
+        """``(y - f) sqrt(w) / (sigma s_r)``, ``s_r`` the variance function's SD ratio of row ``r``
+        (nlme's ``resid(fit, type = "pearson")``)."""
+        d = self._design
+        scale = np.sqrt(np.asarray(d.lmm.weights, np.float64)) / self.sigma
+        if d.variance is not None:
+            _, v = d.variance.prepare(d.lmm.aux[d.variance.column])
+            with float64():
+                logs = d.variance.log_sd(jnp.asarray(self.variance_params.to_numpy()), jnp.asarray(v))
+                scale = scale * np.exp(-np.asarray(logs))
+        return pd.Series((d.lmm.y - self._fitted) * scale, index=d.lmm.row_index, name="pearson")
+
+    @property
+    def correlation_params(self) -> pd.Series:
+        """The residual correlation structure's parameters on the natural scale (empty without)."""
+        if self._rside is None:
+            return pd.Series([], dtype=float, name="correlation")
+        return self._rside.correlation_params()
+
+    @property
+    def variance_params(self) -> pd.Series:
+        """The residual variance function's parameters on the natural scale (empty without)."""
+        if self._rside is None:
+            return pd.Series([], dtype=float, name="variance")
+        return self._rside.variance_params()
 
     @property
     def deviance(self) -> float:
@@ -289,13 +318,20 @@ def format_nlmm_summary(fit: NlmmFit) -> str:
     cors = vc[vc["var2"].notna()] if "var2" in vc else vc.iloc[0:0]
     for r in cors.itertuples(index=False):
         lines.append(f"  corr({r.var1}, {r.var2}) = {r.sdcor:.4f}  [{r.grp}]")
+    if fit._rside is not None:
+        for what, params in (("Correlation structure", fit.correlation_params), ("Variance function",
+                                                                                  fit.variance_params)):
+            struct = fit._design.correlation if what.startswith("Corr") else fit._design.variance
+            if struct is not None:
+                lines += ["", f"{what}: {struct!r}",
+                          "  " + "  ".join(f"{k} = {v:.6g}" for k, v in params.items())]
     lines += ["", "Fixed effects:"]
     ct = fit.coef_table()
     w = max(len(n) for n in ct.index)
     lines.append(f"  {'':<{w}} {'Value':>12} {'Std.Error':>12} {'z-value':>9} {'p-value':>9}")
     for name, r in ct.iterrows():
         lines.append(f"  {name:<{w}} {r.estimate:>12.6g} {r.std_error:>12.6g} {r.z:>9.4g} {r.p:>9.4g}")
-    q = np.quantile(fit.residuals.to_numpy() / fit.sigma, [0, 0.25, 0.5, 0.75, 1.0])
+    q = np.quantile(fit.pearson_residuals.to_numpy(), [0, 0.25, 0.5, 0.75, 1.0])
     lines += ["", "Standardized residuals:", "  " + "  ".join(f"{v:.4g}" for v in q),
               "", "Number of groups: " + ", ".join(f"{k} {v}" for k, v in fit.ngroups.items()),
               f"Number of observations: {fit.nobs}"]

@@ -35,6 +35,9 @@ def check_simulation(fit, n, seed, re) -> int:
     per-chunk parameters) fit in memory, ``seed`` accepted by numpy, ``re`` a bool."""
     n = positive_int(n, "n")
     check_seed(seed)
+    if fit._rside is not None:
+        raise ArgumentError("simulation and the parametric bootstrap are not available yet for nlmer fits with a "
+                            "residual correlation or variance structure")
     if not isinstance(re, (bool, np.bool_)):
         raise ArgumentError(f"re must be True or False, got {re!r}")
     d = fit._design

@@ -205,6 +205,38 @@ def gram_blocks(M, J, T, G: NlmmArrays, last: float = 1.0) -> tuple[list, dict]:
     return diag, off
 
 
+def column_blocks(C: list, T, G: NlmmArrays, last: float = 1.0) -> tuple[list, dict]:
+    """:func:`gram_blocks` from columns already weighted (whitened by a residual structure):
+    the terms' Gauss-Newton columns ``C[i] (n, w_i)`` and the last stage ``T (n, m)``, each block
+    the sum over rows of their products by level (or level pair). Valid when whitening mixes rows
+    of one level only (residual groups nested in every grouping factor)."""
+    k = G.n_terms
+    npairs = dict(G.npairs)
+
+    def prod(a, b, seg, nseg):
+        return jax.ops.segment_sum(a[:, :, None] * b[:, None, :], seg, num_segments=nseg)
+
+    diag = [prod(C[i], C[i], G.codes[i], G.nlevels[i]) for i in range(k)]
+    off = {}
+    for i in range(k):
+        for j in range(i):
+            name = key_name(i, j)
+            off[name] = prod(C[i], C[j], G.pair_ids[name], npairs[name])
+    for j in range(k):
+        off[key_name(k, j)] = prod(T, C[j], G.codes[j], G.nlevels[j])
+    diag.append(((T.T @ T).at[-1, -1].add(last))[None])
+    return diag, off
+
+
+def whitened_columns(white, cols: list, T, G: NlmmArrays) -> tuple[list, object]:
+    """``white`` applied to ``sqrt(w)`` times the Gauss-Newton columns and ``T`` (one call)."""
+    sw = jnp.sqrt(G.w)[:, None]
+    W = white(jnp.concatenate(cols + [T], axis=1) * sw)
+    ends = np.cumsum([c.shape[1] for c in cols])
+    parts = jnp.split(W, ends, axis=1)
+    return parts[:-1], parts[-1]
+
+
 def _with_tail(theta, M, J, T, G: NlmmArrays):
     """The scaled blocks of :func:`gram_blocks`."""
     return scale_blocks(theta, G.specs, *gram_blocks(M, J, T, G))
@@ -215,9 +247,10 @@ def gn_weights(J, G: NlmmArrays):
     return G.w[:, None, None] * J[:, :, None] * J[:, None, :]
 
 
-def gn_solve(theta, phi, phi_rand, beta, G: NlmmArrays, joint: bool):
+def gn_solve(theta, phi, phi_rand, beta, G: NlmmArrays, joint: bool, white=None):
     """One Gauss-Newton step of ``g``: the new ``u`` per term (and ``beta`` when ``joint``, else
-    the given one) and the factor of the Gauss-Newton system at ``phi``."""
+    the given one) and the factor of the Gauss-Newton system at ``phi``. ``white``: the residual
+    structure's whitening of ``(n, c)`` columns (``None``: independent rows)."""
     f, J = mean_jacobian(phi, G)
     z = G.y - f + jnp.sum(J * phi_rand, axis=1)
     if joint:
@@ -227,7 +260,10 @@ def gn_solve(theta, phi, phi_rand, beta, G: NlmmArrays, joint: bool):
     else:
         T = z[:, None]
         s = G.structure
-    d, o = _with_tail(theta, gn_weights(J, G), J, T, G)
+    if white is None:
+        d, o = _with_tail(theta, gn_weights(J, G), J, T, G)
+    else:
+        d, o = scale_blocks(theta, G.specs, *column_blocks(*whitened_columns(white, gn_columns(J, G), T, G), G))
     fac = blocked_cholesky(s, d, o)
     b_bd = [jnp.zeros((s.nlevels[j], s.widths[j]), phi.dtype) for j in range(s.n_bd)]
     b_tail = jnp.zeros((s.m,), phi.dtype).at[-1].set(-fac.tail[-1, -1])

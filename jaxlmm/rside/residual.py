@@ -130,14 +130,16 @@ def _check_nesting(design: Design, gcode: np.ndarray, G: int, correlation) -> li
 
 
 def build_rside(design: Design, gram: Gram, correlation: CorrelationStructure | None,
-                variance: VarianceFunction | None, sufficient: bool = True) -> RSideArrays:
+                variance: VarianceFunction | None, sufficient: bool = True, moment_start: bool = True) -> RSideArrays:
     """Pack the rows by correlation group and time (numpy arrays; validation errors here).
 
     Without a variance function, structures that can (AR(1), exponential with few distinct
     gaps, compound symmetry) write the whitened Gram matrix as fixed Gram-shaped components
     weighted by functions of their parameters (:meth:`CorrelationStructure.decompose`); these
     are computed here once and the objective does no work per row or group
-    (``sufficient=False`` keeps the per-row path)."""
+    (``sufficient=False`` keeps the per-row path). ``moment_start=False``: no moment estimate of
+    the correlation from the OLS residuals (the caller gives the start), so that rebuilding the
+    structure on new data keeps one static description (one compiled objective)."""
     structure_columns(correlation, variance)
     n = design.n
     gcode, glabels = _group_codes(design, correlation)
@@ -167,7 +169,8 @@ def build_rside(design: Design, gram: Gram, correlation: CorrelationStructure | 
     cor_meta, cor_arrays = None, {}
     if correlation is not None:
         cor_meta, cor_arrays = correlation.prepare(pack(key, np.nan), mask, glabels)
-        u0 = correlation.moment_start(cor_meta, cor_arrays, pack(np.sqrt(design.weights) * ols_residuals(design)), mask)
+        u0 = correlation.moment_start(cor_meta, cor_arrays, pack(np.sqrt(design.weights) * ols_residuals(design)),
+                                      mask) if moment_start else None
         if u0 is not None:
             cor_meta = dataclasses.replace(cor_meta, start=tuple(float(v) for v in u0))
     var_meta, var_vals = None, np.zeros(n)
@@ -330,18 +333,23 @@ def rside_objective(x, M: ModelArrays, R: RSideArrays):
     return objective(x[:k], arrays_at(natural(x[k:], R.meta), M, R))
 
 
-@functools.partial(jax.jit, static_argnames=("decorrelate",))
-def whiten_vector(nat, R: RSideArrays, v, decorrelate: bool = True):
-    """``L_g^{-1} S_g^{-1} v_g`` per group (``S_g^{-1} v_g`` only without ``decorrelate``) for a
-    vector over the rows ``v (n,)``, already scaled by ``sqrt(w)`` (nlme's normalised and
-    Pearson residuals: ``v = sqrt(w) (y - fitted) / sigma``)."""
+def whiten_rows(nat, R: RSideArrays, V, decorrelate: bool = True):
+    """``L_g^{-1} S_g^{-1} V_g`` per group (``S_g^{-1} V_g`` only without ``decorrelate``) for
+    columns over the rows ``V (n, c)``, already scaled by ``sqrt(w)`` (traceable)."""
     meta = R.meta
     G, T = meta.shape
-    packed = jnp.zeros(G * T, v.dtype).at[R.slot].set(v).reshape(G, T, 1)
+    packed = jnp.zeros((G * T, V.shape[1]), V.dtype).at[R.slot].set(V).reshape(G, T, V.shape[1])
     B, _ = _scaled_rows(nat, R, packed)
     if decorrelate and meta.correlation is not None:
         B, _ = meta.correlation.whiten(nat[: meta.n_cor], B, meta.cor_meta, R.cor)
-    return B.reshape(G * T)[R.slot]
+    return B.reshape(G * T, V.shape[1])[R.slot]
+
+
+@functools.partial(jax.jit, static_argnames=("decorrelate",))
+def whiten_vector(nat, R: RSideArrays, v, decorrelate: bool = True):
+    """:func:`whiten_rows` of one vector ``v (n,)``, already scaled by ``sqrt(w)`` (nlme's
+    normalised and Pearson residuals: ``v = sqrt(w) (y - fitted) / sigma``)."""
+    return whiten_rows(nat, R, v[:, None], decorrelate)[:, 0]
 
 
 def structure_columns(correlation, variance) -> dict[str, str]:

@@ -14,6 +14,8 @@ out_nlme <- function(id, call, fm, dataname) {
     vcov = mat_list(as.matrix(vcov(fm))), se = unname(sqrt(diag(as.matrix(vcov(fm))))),
     random_sd = sds[!is.na(sds)], random_names = rownames(vc)[!is.na(sds)])
   o$re_cov <- lapply(fm$modelStruct$reStruct, function(r) mat_list(pdMatrix(r) * fm$sigma^2))
+  if (!is.null(fm$modelStruct$corStruct)) o$cor_params <- unname(coef(fm$modelStruct$corStruct, unconstrained = FALSE))
+  if (!is.null(fm$modelStruct$varStruct)) o$var_params <- unname(coef(fm$modelStruct$varStruct, unconstrained = FALSE))
   write(toJSON(o, digits = NA, auto_unbox = TRUE, pretty = TRUE, null = "null"), paste0(id, ".json")); cat("wrote", id, "\n")
 }
 th <- read.csv("Theoph.csv"); th$Subject <- factor(th$Subject)
@@ -63,3 +65,23 @@ o <- list(id = "orange_nlme_anova", engine = paste("nlme", packageVersion("nlme"
   p_value = as.numeric(a$"p-value"[2]), beta2 = unname(fixef(fm2)),
   logLik2_tight = as.numeric(logLik(fm2t)), beta2_tight = unname(fixef(fm2t)))
 write(toJSON(o, digits = NA, auto_unbox = TRUE, pretty = TRUE), paste0(o$id, ".json")); str(o)
+# Residual structures (nlme's correlation= and weights=), at tolerance 1e-7:
+#   orange_nlme_ar1: AR(1) within trees over the measurement occasion (1..7 in age order);
+#   co2_nlme_varpower: varPower(form = ~ conc) by ML; co2_nlme_varident_reml: varIdent(form = ~ 1 | Type) by REML.
+#   nlme's REML fit with varIdent converges (4 iterations) but reports estimates recomputed after them (sd/sigma
+#   5.598) that differ from its last LME step's, whose verbose output reads reStruct -1.752039 (log(sigma / sd))
+#   and varStruct 0.3433713 (log delta); by ML both agree.
+ctl7 <- nlmeControl(tolerance = 1e-7, pnlsTol = 1e-7, msTol = 1e-12, maxIter = 500, msMaxIter = 500)
+or$occasion <- ave(or$age, or$Tree, FUN = seq_along)
+fm <- nlme(circumference ~ Asym / (1 + exp((xmid - age) / scal)), data = or, fixed = Asym + xmid + scal ~ 1,
+   random = Asym ~ 1 | Tree, correlation = corAR1(form = ~ occasion | Tree), start = c(Asym = 192, xmid = 727, scal = 348),
+   method = "ML", control = ctl7)
+out_nlme("orange_nlme_ar1", "nlme(circumference ~ Asym / (1 + exp((xmid - age) / scal)), fixed = Asym + xmid + scal ~ 1, random = Asym ~ 1 | Tree, correlation = corAR1(form = ~ occasion | Tree), method = 'ML')", fm, "Orange")
+fm <- nlme(uptake ~ Asym * (1 - exp(-exp(lrc) * (conc - c0))), data = c2, fixed = Asym + lrc + c0 ~ 1,
+   random = Asym ~ 1 | Plant, weights = varPower(form = ~ conc), start = c(Asym = 32.4, lrc = -4.6, c0 = 49.3),
+   method = "ML", control = ctl7)
+out_nlme("co2_nlme_varpower", "nlme(uptake ~ Asym * (1 - exp(-exp(lrc) * (conc - c0))), fixed = Asym + lrc + c0 ~ 1, random = Asym ~ 1 | Plant, weights = varPower(form = ~ conc), method = 'ML')", fm, "CO2")
+fm <- nlme(uptake ~ Asym * (1 - exp(-exp(lrc) * (conc - c0))), data = c2, fixed = Asym + lrc + c0 ~ 1,
+   random = Asym ~ 1 | Plant, weights = varIdent(form = ~ 1 | Type), start = c(Asym = 32.4, lrc = -4.6, c0 = 49.3),
+   method = "REML", control = ctl7)
+out_nlme("co2_nlme_varident_reml", "nlme(uptake ~ Asym * (1 - exp(-exp(lrc) * (conc - c0))), fixed = Asym + lrc + c0 ~ 1, random = Asym ~ 1 | Plant, weights = varIdent(form = ~ 1 | Type), method = 'REML')", fm, "CO2")

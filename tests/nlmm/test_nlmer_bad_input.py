@@ -51,7 +51,8 @@ def orange():
     (dict(method="foce"), jaxlmm.ArgumentError, "method must be"),
     (dict(reml=True), jaxlmm.ArgumentError, "reml=True is for method='lb'"),
     (dict(method="lb", reml="yes"), jaxlmm.ArgumentError, "reml must be"),
-    (dict(correlation=jaxlmm.AR1("age", "Tree")), jaxlmm.ArgumentError, "not available for nlmer yet"),
+    (dict(correlation=jaxlmm.AR1("Tree", "age")), jaxlmm.ArgumentError, "is fitted by method=.lb."),
+    (dict(method="lb", correlation=jaxlmm.AR1("age", "Tree")), jaxlmm.ArgumentError, "nested"),
     (dict(max_iter=0), jaxlmm.ArgumentError, "max_iter"),
     (dict(weights=-np.ones(35)), jaxlmm.ArgumentError, "weights"),
 ])
