@@ -7,6 +7,10 @@ column, term or argument at fault; every warning is a :class:`JaxlmmWarning` (a
 
 from __future__ import annotations
 
+import warnings
+
+import numpy as np
+
 
 class JaxlmmError(ValueError):
     """Base class of the errors jaxlmm raises for bad input."""
@@ -44,3 +48,13 @@ class RankDeficiencyWarning(JaxlmmWarning):
 class InferenceWarning(JaxlmmWarning):
     """An inference is approximate or not available (e.g. Wald intervals at a boundary estimate,
     a Hessian that is not positive definite, bootstrap replicates that did not converge)."""
+
+
+def warn_unconverged(converged, what: str, category: type, stacklevel: int) -> None:
+    """The one warning of a batch of fits (many responses, bootstrap replicates): how many of
+    ``converged`` are False, ``what`` naming the fits; ``stacklevel`` counted from the caller."""
+    converged = np.asarray(converged, bool)
+    bad = int((~converged).sum())
+    if bad:
+        warnings.warn(f"{bad} of {converged.size} {what} did not converge (column 'converged')", category,
+                      stacklevel=stacklevel + 1)

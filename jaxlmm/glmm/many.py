@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import warnings
 from typing import Any
 
 import numpy as np
@@ -11,7 +10,7 @@ import pandas as pd
 
 from ..arguments import optional_positive_int, positive_int
 from ..terms.design import build_design
-from ..errors import FitWarning
+from ..errors import FitWarning, warn_unconverged
 from .family import Family, family as make_family
 from ..terms.frames import as_frame
 from .fit import start_values
@@ -82,8 +81,5 @@ def glmer_many(
     frame["n_evals"] = r["n_evals"]
     frame.attrs.update(formula=f"~ {pf.rhs}", family=repr(fam), nagq=nagq, nobs=design.n,
                        n_dropped=design.n_dropped, seconds=time.perf_counter() - t0)
-    bad = int((~r["converged"]).sum())
-    if bad:
-        warnings.warn(f"{bad} of {len(display)} fits did not converge (column 'converged')", FitWarning,
-                      stacklevel=2)
+    warn_unconverged(r["converged"], "fits", FitWarning, stacklevel=2)
     return frame

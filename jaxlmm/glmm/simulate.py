@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import warnings
 
 import jax
 import numpy as np
@@ -19,7 +18,7 @@ import pandas as pd
 
 from ..arguments import optional_positive_int, random_generator
 from ..covariance.templates import templates_np
-from ..errors import ArgumentError, InferenceWarning
+from ..errors import ArgumentError, InferenceWarning, warn_unconverged
 from ..covariance.sdcor import sdcor_names
 from ..inference.simulate import check_simulation, response_vector
 from ..precision import float64
@@ -110,8 +109,5 @@ def bootstrap(fit, n: int = 200, seed=None, batch_size: int | None = None) -> pd
     frame["converged"] = r["converged"]
     frame.index.name = "replicate"
     frame.attrs.update(seed=seed, seconds=time.perf_counter() - t0)
-    bad = int((~r["converged"]).sum())
-    if bad:
-        warnings.warn(f"{bad} of {n} bootstrap refits did not converge (column 'converged')", InferenceWarning,
-                      stacklevel=3)
+    warn_unconverged(r["converged"], "bootstrap refits", InferenceWarning, stacklevel=3)
     return frame

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numbers
 import time
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -26,7 +25,7 @@ from ..lmm.batch import fit_many
 from ..lmm.engine import fit_model
 from ..lmm.fit import optimizer_of
 from ..covariance.templates import templates_np
-from ..errors import ArgumentError, DataError, InferenceWarning
+from ..errors import ArgumentError, DataError, InferenceWarning, warn_unconverged
 from ..lmm.model import model_with_response
 
 
@@ -216,8 +215,5 @@ def bootstrap(fit, n: int = 1000, seed=None, batch_size: int | None = None) -> p
     frame["converged"] = conv
     frame.index.name = "replicate"
     frame.attrs["seconds"] = time.perf_counter() - t0
-    bad = int((~conv).sum())
-    if bad:
-        warnings.warn(f"{bad} of {n} bootstrap replicates did not converge (column 'converged')",
-                      InferenceWarning, stacklevel=3)
+    warn_unconverged(conv, "bootstrap replicates", InferenceWarning, stacklevel=3)
     return frame

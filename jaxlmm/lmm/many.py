@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import warnings
 from typing import Any
 
 import numpy as np
@@ -16,7 +15,7 @@ from ..terms.design import build_design, check_varies
 from ..terms.formula import ParsedFormula, parse_formula
 from ..terms.frames import as_frame
 from ..terms.rlang import closest
-from ..errors import ArgumentError, DataError, FitWarning
+from ..errors import ArgumentError, DataError, FitWarning, warn_unconverged
 from ..optim.finish import SINGULAR_TOL
 from .model import LmerModel
 from ..covariance.sdcor import sdcor_names
@@ -138,8 +137,5 @@ def lmer_many(
     frame["n_evals"] = r["n_evals"]
     frame.attrs.update(formula=f"~ {pf.rhs}", reml=bool(reml), nobs=design.n, n_dropped=design.n_dropped,
                        seconds=time.perf_counter() - t0)
-    bad = int((~r["converged"]).sum())
-    if bad:
-        warnings.warn(f"{bad} of {len(display)} fits did not converge (column 'converged')", FitWarning,
-                      stacklevel=2)
+    warn_unconverged(r["converged"], "fits", FitWarning, stacklevel=2)
     return frame

@@ -219,7 +219,7 @@ def build_nlmm_design(mean: MeanFunction, data: Any, params: tuple[str, ...], ra
     term_params = []
     for t in lmm.terms:
         term_params.append(tuple(params.index(c) for c in t.column_names))
-    sub = df.loc[lmm.row_index].assign(**{mean.response: lmm.y})
+    sub = df.loc[lmm.row_index]
     A, names, designs = [], [], []
     for p in params:
         if p in fixed_rhs:

@@ -53,14 +53,14 @@ class NlmmOptimum:
     gmax: float
 
 
-def internal_objective(x, prev, d, G):
+def _internal(x, prev, d, G):
     """:func:`jaxlmm.nlmm.pnls.objective_aux` at ``x * d`` (the optimiser's coordinates)."""
     return pnls.objective_aux(x * d, prev, G)
 
 
 @jax.jit
 def _fit_program(carry, budget, d, diag_mask, G: NlmmArrays, max_iter, snap_tol):
-    return bfgs_run(internal_objective, carry, d, G, budget=budget, gtol=1e-6, max_iter=max_iter,
+    return bfgs_run(_internal, carry, d, G, budget=budget, gtol=1e-6, max_iter=max_iter,
                     extra_points=lambda x: central_points(x, diag_mask, snap_tol), has_aux=True, feed_aux=True)
 
 
@@ -68,13 +68,13 @@ def fit_core(xi0, d, diag_mask, G: NlmmArrays, max_iter):
     """BFGS from ``xi0`` (the optimiser's coordinates ``x / d``) then the gradients at the
     ``2 len(x) + 1`` points of :func:`central_points` (no snapping), in one traceable loop (for
     ``vmap`` over responses)."""
-    return minimize_bfgs(internal_objective, xi0, d, G, gtol=1e-6, max_iter=max_iter,
+    return minimize_bfgs(_internal, xi0, d, G, gtol=1e-6, max_iter=max_iter,
                          extra_points=lambda x: central_points(x, diag_mask, 0.0), n_extra=2 * xi0.shape[0] + 1,
                          has_aux=True, feed_aux=True)
 
 
 def _run(x0, d, diag, G, mi, snap_tol):
-    carry = bfgs_init(internal_objective, np.asarray(x0, np.float64), d, G, n_extra=2 * x0.shape[0] + 1, has_aux=True,
+    carry = bfgs_init(_internal, np.asarray(x0, np.float64), d, G, n_extra=2 * x0.shape[0] + 1, has_aux=True,
                       feed_aux=True, aux0=pnls.aux_zeros(G))
     return bfgs_result(run_in_chunks(_fit_program, carry, d, diag, G, mi, np.asarray(snap_tol)))
 

@@ -4,14 +4,13 @@ program (:mod:`jaxlmm.nlmm.batch`)."""
 from __future__ import annotations
 
 import time
-import warnings
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..arguments import optional_positive_int
-from ..errors import ArgumentError, FitWarning
+from ..errors import ArgumentError, FitWarning, warn_unconverged
 from ..lmm.many import check_responses, responses_matrix
 from ..terms.formula import ParsedFormula
 from ..terms.frames import as_frame
@@ -67,8 +66,5 @@ def nlmer_many(model: Any, data: Any, start: dict | None = None, random: str | N
     frame["n_evals"] = r["n_evals"]
     frame.attrs.update(model=design.mean.text, method=method, nagq=nagq, reml=bool(reml), nobs=design.n, n_dropped=design.lmm.n_dropped,
                        seconds=time.perf_counter() - t0)
-    bad = int((~r["converged"]).sum())
-    if bad:
-        warnings.warn(f"{bad} of {len(display)} fits did not converge (column 'converged')", FitWarning,
-                      stacklevel=2)
+    warn_unconverged(r["converged"], "fits", FitWarning, stacklevel=2)
     return frame

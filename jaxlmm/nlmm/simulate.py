@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +19,7 @@ import pandas as pd
 from ..arguments import check_memory, check_seed, optional_positive_int, positive_int, random_generator
 from ..covariance.sdcor import sdcor_names, sdcor_rows
 from ..covariance.templates import templates_np
-from ..errors import ArgumentError, InferenceWarning
+from ..errors import ArgumentError, InferenceWarning, warn_unconverged
 from ..inference.simulate import response_vector
 from ..precision import float64
 from .batch import fit_responses
@@ -138,8 +137,5 @@ def bootstrap(fit, n: int = 200, seed=None, batch_size: int | None = None) -> pd
     frame["objective"] = r["objective"]
     frame["converged"] = r["converged"]
     frame.attrs.update(seed=seed, seconds=time.perf_counter() - t0)
-    bad = int((~r["converged"]).sum())
-    if bad:
-        warnings.warn(f"{bad} of {n} bootstrap refits did not converge (column 'converged')", InferenceWarning,
-                      stacklevel=3)
+    warn_unconverged(r["converged"], "bootstrap refits", InferenceWarning, stacklevel=3)
     return frame
